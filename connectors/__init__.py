@@ -1,0 +1,17 @@
+"""Connectors: one module per system the engine erases from.
+
+A connector is chosen by dataset identity (OpenLineage namespace and name). Heavy client
+libraries are imported inside the connector's methods, never at package import.
+"""
+
+from __future__ import annotations
+
+from .base import Connector, ConnectorRegistry
+
+__all__ = ["Connector", "ConnectorRegistry", "default_registry"]
+
+
+def default_registry(config) -> ConnectorRegistry:
+    from .delta import DeltaConnector
+
+    return ConnectorRegistry([DeltaConnector(config.delta)])

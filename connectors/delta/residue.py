@@ -1,0 +1,205 @@
+"""Find every file under a Delta table's folder that still holds given subject keys.
+
+This is the physical check behind "nothing under the table's folder may still contain the
+subject's identifier". It reads, for every file:
+  - data and change-data Parquet files: the key column (logical or physical name, with
+    row-group statistics to skip row groups), and the partition directories in the path;
+  - `_delta_log` JSON commits, checkpoints (Parquet), `.crc` and `_last_checkpoint`:
+    per-file statistics (minValues/maxValues), partition values, and predicates that
+    DELETE/UPDATE/MERGE wrote verbatim;
+  - any other file: a byte search for string keys.
+Deletion-vector files hold row positions only and are skipped.
+Local folders only; object stores are not scanned (the plan says so).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+from urllib.parse import unquote
+
+STAT_KEYS = {"minValues", "maxValues", "partitionValues", "partitionValues_parsed"}
+PREDICATE_KEY = re.compile("predicate|condition", re.I)
+
+
+@dataclass
+class FolderScan:
+    """Where each key value was found: live data files, and every other trace by kind."""
+
+    live: dict[Any, set[str]] = field(default_factory=dict)
+    traces: dict[Any, dict[str, str]] = field(default_factory=dict)   # value -> {file: kind}
+    files_scanned: int = 0
+    row_groups_skipped: int = 0
+
+    def add_live(self, v: Any, f: str) -> None:
+        self.live.setdefault(v, set()).add(f)
+
+    def add_trace(self, v: Any, f: str, kind: str) -> None:
+        self.traces.setdefault(v, {})[f] = kind
+
+    def residue(self, v: Any) -> dict[str, str]:
+        return dict(self.traces.get(v, {}))
+
+
+class _Matcher:
+    def __init__(self, values: Iterable[Any], names: set[str]):
+        self.values = list(values)
+        self.is_int = bool(self.values) and isinstance(self.values[0], int)
+        self.as_str = {str(v): v for v in self.values}
+        self.names = names
+        if self.is_int:
+            self.int_re = re.compile(r"(?<![\w.])-?\d+(?![\w.])")
+
+    def in_text(self, s: str) -> list[Any]:
+        """String keys: any containment. Int keys: whole-number tokens (predicates only)."""
+        if self.is_int:
+            return [self.as_str[t] for t in self.int_re.findall(s) if t in self.as_str]
+        return [v for v in self.values if v in s]
+
+    def equal(self, x: Any) -> list[Any]:
+        if x is None or isinstance(x, (dict, list)):
+            return []
+        v = self.as_str.get(str(x))
+        return [v] if v is not None else []
+
+    def walk(self, obj: Any, hits: set, ctx: str = "") -> None:
+        if isinstance(obj, dict):
+            for k, x in obj.items():
+                if ctx in STAT_KEYS and k in self.names:
+                    hits.update(self.equal(x))
+                if isinstance(x, str):
+                    if k in ("stats", "stats_parsed") and x.startswith("{"):
+                        try:
+                            self.walk(json.loads(x), hits, k)
+                        except json.JSONDecodeError:
+                            pass
+                    if not self.is_int or PREDICATE_KEY.search(k):
+                        hits.update(self.in_text(x))
+                else:
+                    self.walk(x, hits, k if k in STAT_KEYS else ctx if ctx in STAT_KEYS else k)
+        elif isinstance(obj, list):
+            if ctx in STAT_KEYS and obj and all(isinstance(e, (list, tuple)) and len(e) == 2
+                                                for e in obj):
+                self.walk({str(k): v for k, v in obj}, hits, ctx)   # Parquet map as pairs
+                return
+            for x in obj:
+                self.walk(x, hits, ctx)
+        elif isinstance(obj, str) and not self.is_int:
+            hits.update(self.in_text(obj))
+
+
+def _parquet_hits(path: Path, names: set[str], m: _Matcher, scan: FolderScan) -> set:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    cols = [n for n in pf.schema_arrow.names if n in names]
+    hits: set = set()
+    if not cols:
+        return hits
+    sorted_vals = sorted(m.values)
+    for col in cols:
+        leaf = None
+        for i in range(pf.metadata.num_columns):
+            if pf.metadata.schema.column(i).path == col:
+                leaf = i
+        for rg in range(pf.metadata.num_row_groups):
+            st = pf.metadata.row_group(rg).column(leaf).statistics if leaf is not None else None
+            if st is not None and st.has_min_max:
+                lo, hi = st.min, st.max
+                if isinstance(lo, bytes):
+                    lo, hi = lo.decode("utf-8", "replace"), hi.decode("utf-8", "replace")
+                try:
+                    j = bisect_left(sorted_vals, lo)
+                    if j >= len(sorted_vals) or sorted_vals[j] > hi:
+                        scan.row_groups_skipped += 1
+                        continue
+                except TypeError:
+                    pass
+            arr = pf.read_row_group(rg, columns=[col]).column(0)
+            found = pc.filter(arr, pc.is_in(arr, value_set=_value_array(m.values, arr.type)))
+            for x in found.unique().to_pylist():
+                hits.update(m.equal(x))
+    return hits
+
+
+def _value_array(values: list[Any], typ):
+    import pyarrow as pa
+
+    try:
+        return pa.array(values, type=typ)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return pa.array([str(v) for v in values]) if pa.types.is_string(typ) else pa.array(
+            [v for v in values if isinstance(v, int)], type=pa.int64())
+
+
+def _partition_hits(rel: str, m: _Matcher) -> set:
+    hits: set = set()
+    for seg in rel.split("/")[:-1] if not rel.endswith("/") else rel.rstrip("/").split("/"):
+        if "=" in seg:
+            k, _, v = seg.partition("=")
+            if unquote(k) in m.names:
+                hits.update(m.equal(unquote(v)))
+    return hits
+
+
+def scan_table_folder(root: Path, live_files: set[str], names: set[str],
+                      values: list[Any]) -> FolderScan:
+    """Scan every file and folder under `root` for `values` of the key column `names`.
+
+    `live_files` are the data files (relative paths) of the current snapshot; a hit in one
+    of them is "live" (the rows may still be readable, or hidden by a deletion vector);
+    every other hit is a trace: an old data file, change data, or a log entry.
+    """
+    import pyarrow.parquet as pq
+
+    scan = FolderScan()
+    m = _Matcher(values, names)
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        if rel_dir != ".":
+            for v in _partition_hits(rel_dir.replace(os.sep, "/") + "/", m):
+                if not filenames and not dirnames:
+                    scan.add_trace(v, rel_dir + "/", "empty partition folder named by the key")
+        for fn in filenames:
+            full = Path(dirpath) / fn
+            rel = os.path.relpath(full, root).replace(os.sep, "/")
+            scan.files_scanned += 1
+            in_log = rel.startswith("_delta_log/")
+            hits: set = set()
+            kind = "other file"
+            try:
+                if fn.endswith(".parquet") and in_log:
+                    kind = "log checkpoint"
+                    m.walk(pq.read_table(full).to_pylist(), hits)
+                elif fn.endswith(".parquet"):
+                    kind = "change data file" if rel.startswith("_change_data/") else "data file"
+                    hits = _parquet_hits(full, names, m, scan) | _partition_hits(rel, m)
+                elif in_log and (fn.endswith(".json") or fn.endswith(".crc") or fn == "_last_checkpoint"):
+                    kind = "log entry"
+                    for line in full.read_text(encoding="utf-8", errors="replace").splitlines():
+                        if line.strip():
+                            try:
+                                m.walk(json.loads(line), hits)
+                            except json.JSONDecodeError:
+                                hits.update(m.in_text(line) if not m.is_int else [])
+                elif fn.startswith("deletion_vector_") and fn.endswith(".bin"):
+                    continue
+                elif not m.is_int:
+                    data = full.read_bytes()
+                    hits = {v for v in values if v.encode("utf-8") in data}
+            except Exception as exc:  # an unreadable file is a finding, not a pass
+                for v in values:
+                    scan.add_trace(v, rel, f"unreadable ({type(exc).__name__}); cannot prove absence")
+                continue
+            for v in hits:
+                if kind == "data file" and rel in live_files:
+                    scan.add_live(v, rel)
+                else:
+                    scan.add_trace(v, rel, kind)
+    return scan

@@ -1,0 +1,265 @@
+"""The `erasure` command line. Heavy libraries load inside the commands that need them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+EXIT_CODES = """Exit codes: 0 ok; 1 internal error; 2 usage error; 3 configuration error;
+4 bad input (malformed events, unknown dataset or request, wrong key type), nothing changed;
+5 erasure failed (step failed, guard tripped, verification failed); 6 erased, but datasets
+downstream of the subject are unresolved and need an operator; 75 try again later
+(concurrent writers, another run holds the ledger)."""
+
+app = typer.Typer(help="GDPR Article 17 erasure across a data lake, with lineage and evidence.\n\n"
+                  + EXIT_CODES, no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False)
+lineage_app = typer.Typer(help="Ingest and inspect OpenLineage events.", no_args_is_help=True)
+request_app = typer.Typer(help="Submit Article 17 requests.", no_args_is_help=True)
+app.add_typer(lineage_app, name="lineage")
+app.add_typer(request_app, name="request")
+
+_state: dict = {}
+
+
+@app.callback()
+def _main(config: Optional[str] = typer.Option(
+        None, "--config", help="Config file [env ERASURE_CONFIG; default ./erasure.toml]")):
+    _state["config"] = config
+
+
+def _engine():
+    from .config import resolve_config_path
+    from .engine import Engine
+
+    if "engine" not in _state:
+        _state["engine"] = Engine.from_path(resolve_config_path(_state.get("config")))
+    return _state["engine"]
+
+
+def _emit(obj, as_json: bool, human) -> None:
+    if as_json:
+        typer.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    else:
+        human(obj)
+
+
+# ---- lineage ----------------------------------------------------------------------
+@lineage_app.command("ingest")
+def lineage_ingest(files: List[Path] = typer.Argument(..., help="Event files (JSON Lines or JSON)"),
+                   lenient: bool = typer.Option(False, help="Skip malformed events instead of "
+                                                "refusing their whole file"),
+                   force: bool = typer.Option(False, help="Re-read files even if unchanged"),
+                   as_json: bool = typer.Option(False, "--json")):
+    """Validate events and add them to the persisted lineage graph (idempotent).
+
+    In strict mode a file with any malformed event is refused whole; exit 4 then."""
+    eng = _engine()
+    rep = eng.ingest(list(files), lenient=lenient or None, force=force)
+
+    def human(r):
+        typer.echo(f"files read {r['files_read']}, unchanged {r['files_unchanged']}, "
+                   f"refused {len(r['files_refused'])}; events new {r['events_new']} "
+                   f"of {r['events_seen']}")
+        for x in r["rejected"]:
+            typer.echo(f"  rejected {x['file']}:{x['line']}: {x['reason']}", err=True)
+        for w in r["warnings"][:20]:
+            typer.echo(f"  warning {w}", err=True)
+    _emit(rep.to_json(), as_json, human)
+    if rep.files_refused or (rep.rejected and not lenient):
+        raise typer.Exit(4)
+
+
+@lineage_app.command("show")
+def lineage_show(as_json: bool = typer.Option(False, "--json")):
+    """List datasets, jobs and the subject-key trace from the configured roots."""
+    from .planning import resolve_targets
+
+    eng = _engine()
+    g = eng.graph()
+    targets, unresolved, oos = resolve_targets(eng.config, g, eng.registry)
+    out = {"datasets": [{"namespace": ns, "name": n, "aliases": [list(a) for a in g.aliases_of((ns, n))]}
+                        for ns, n in g.datasets()],
+           "jobs": [{"namespace": ns, "name": n} for ns, n in g.jobs()],
+           "keyed": [{"namespace": t.namespace, "name": t.name, "column": t.column,
+                      "how": t.how, "connector": t.connector.name} for t in targets],
+           "unresolved": unresolved, "out_of_scope": oos}
+
+    def human(o):
+        typer.echo(f"{len(o['datasets'])} datasets, {len(o['jobs'])} jobs")
+        for k in o["keyed"]:
+            typer.echo(f"  key  {k['name']}.{k['column']}  ({k['how']}, {k['connector']})")
+        for k in o["out_of_scope"]:
+            typer.echo(f"  out of scope  {k['name']}: {k['reason']}")
+        for k in o["unresolved"]:
+            typer.echo(f"  UNRESOLVED  {k['namespace']}:{k['name']}: {k['reason']}")
+    _emit(out, as_json, human)
+
+
+# ---- plan -------------------------------------------------------------------------
+def _print_plan(p: dict) -> None:
+    typer.echo(f"Dry run for subject {p['subject']['hmac'][:16]}… (HMAC); nothing was changed.")
+    for t in p["targets"]:
+        typer.echo(f"  {t['connector']:6} {t['name']}  [{t['column']}: {t['key_type']}, {t['how']}]")
+        typer.echo(f"         rows {t['rows']}, files to rewrite {len(t['files'])}, "
+                   f"table version {t['table_version']}")
+        if t["residue_now"]:
+            typer.echo(f"         residue now: {len(t['residue_now'])} files "
+                       f"({', '.join(t['residue_now'][:2])}{'…' if len(t['residue_now']) > 2 else ''})")
+        ra = t["residue_after"]
+        if ra["mode"] == "purge":
+            typer.echo("         after erasure: purged (vacuum, log cleanup); time travel lost")
+        else:
+            typer.echo(f"         after erasure: residue remains until {ra['until']} ({ra['mode']})")
+    for u in p["out_of_scope"]:
+        typer.echo(f"  out of scope  {u['name']}: {u['reason']}")
+    for u in p["unresolved"]:
+        typer.echo(f"  UNRESOLVED    {u['namespace']}:{u['name']}: {u['reason']}")
+    tot = p["totals"]
+    typer.echo(f"Total: {tot['rows']} rows in {tot['targets']} datasets, "
+               f"{tot['unresolved']} unresolved.")
+
+
+@app.command()
+def plan(subject_id: str = typer.Option(..., "--subject-id", help="The subject's identifier"),
+         as_json: bool = typer.Option(False, "--json")):
+    """Dry run: what erasing one subject would touch. Changes nothing."""
+    from .planning import plan_erasures
+
+    eng = _engine()
+    hm = eng.keys.subject_hmac(subject_id)
+    p = plan_erasures(eng.config, eng.graph(), eng.registry, [(hm, subject_id)])[0]
+    _emit(p.to_json(), as_json, _print_plan)
+
+
+# ---- requests ---------------------------------------------------------------------
+@request_app.command("submit")
+def request_submit(subject_id: Optional[str] = typer.Option(None, "--subject-id"),
+                   subjects_file: Optional[Path] = typer.Option(
+                       None, "--subjects-file", help="One subject id per line"),
+                   requested_by: Optional[str] = typer.Option(None, "--requested-by"),
+                   reason: Optional[str] = typer.Option(None, "--reason"),
+                   as_json: bool = typer.Option(False, "--json")):
+    """Record an Article 17 request (one per subject). Prints the request id."""
+    from .errors import InputError
+    from .requests import submit
+
+    if (subject_id is None) == (subjects_file is None):
+        raise InputError("give exactly one of --subject-id or --subjects-file")
+    if subjects_file is not None:
+        if not subjects_file.is_file():
+            raise InputError(f"subjects file not found: {subjects_file}")
+        ids = [line.strip() for line in subjects_file.read_text(encoding="utf-8").splitlines()
+               if line.strip()]
+        if not ids:
+            raise InputError(f"subjects file {subjects_file} holds no ids")
+    else:
+        ids = [subject_id]
+    eng = _engine()
+    for s in ids:   # validate all before recording any
+        if not s or s != s.strip():
+            raise InputError("a subject id must not be empty or padded; nothing was recorded")
+    rids = [submit(eng.ledger, eng.keys, s, requested_by, reason) for s in ids]
+    if subjects_file is not None:
+        _emit({"requests": [{"request_id": r} for r in rids]}, as_json,
+              lambda o: [typer.echo(r["request_id"]) for r in o["requests"]])
+    else:
+        _emit({"request_id": rids[0]}, as_json, lambda o: typer.echo(o["request_id"]))
+
+
+# ---- run & status -----------------------------------------------------------------
+def _print_outcomes(o: dict) -> None:
+    for r in o["requests"]:
+        typer.echo(f"{r['request_id']}: {r['status'].upper()}")
+        for t in r["targets"]:
+            mark = "verified" if t["verified"] else "NOT verified"
+            typer.echo(f"  {t['name']}: planned {t['rows_planned']}, deleted {t['rows_deleted']}, "
+                       f"remaining {t['rows_remaining']}, versions {t['version_before']}->"
+                       f"{t['version_after']}, {mark}")
+            if t["residue"]:
+                typer.echo(f"    residue kept until {t['residue_until']}: {len(t['residue'])} files")
+        for u in r["unresolved"]:
+            typer.echo(f"  UNRESOLVED {u['name']}: {u['reason']}")
+        for e in r["errors"]:
+            typer.echo(f"  error: {e}", err=True)
+    typer.echo(f"Overall: {o['status']}")
+
+
+@app.command()
+def run(request_ids: List[str] = typer.Argument(None, help="Request ids to execute"),
+        pending: bool = typer.Option(False, "--pending", help="Every request not yet finished"),
+        replan: bool = typer.Option(False, "--replan", help="Plan again instead of resuming "
+                                    "the recorded plan (after a guard stop)"),
+        as_json: bool = typer.Option(False, "--json")):
+    """Execute requests: erase, purge residue, verify. Safe to re-run; resumes after a crash."""
+    from .errors import InputError
+    from .execution import Runner, pending_request_ids
+
+    eng = _engine()
+    if pending == bool(request_ids):
+        raise InputError("give request ids, or --pending, not both")
+    with eng.ledger.exclusive():
+        ids = pending_request_ids(eng.ledger) if pending else list(request_ids)
+        for rid in ids:
+            eng.ledger.require(rid)
+        outcomes = Runner(eng).run(ids, replan=replan)
+    statuses = {o.status for o in outcomes}
+    overall = ("failed" if "failed" in statuses else "incomplete" if "incomplete" in statuses
+               else "completed" if outcomes else "nothing-to-do")
+    out = {"status": overall, "requests": [o.to_json() for o in outcomes]}
+    if len(outcomes) == 1:
+        out["request_id"] = outcomes[0].request_id
+    _emit(out, as_json, _print_outcomes)
+    raise typer.Exit({"failed": 5, "incomplete": 6}.get(overall, 0))
+
+
+@app.command()
+def status(request_id: Optional[str] = typer.Argument(None),
+           as_json: bool = typer.Option(False, "--json")):
+    """Show one request, or all requests, as the ledger records them."""
+    from .requests import load_state
+
+    eng = _engine()
+    ids = [request_id] if request_id else eng.ledger.request_ids()
+    states = [load_state(eng.ledger, r).to_json() for r in ids]
+    out = states[0] if request_id else {"requests": states}
+
+    def human(o):
+        for s in ([o] if request_id else o["requests"]):
+            typer.echo(f"{s['request_id']}  {s['status']:10}  received {s['received_at']}  "
+                       f"deadline {s['deadline']}  subject {s['subject']['hmac'][:12]}…")
+            for t in s["targets"]:
+                typer.echo(f"    {t['name']}: " + ", ".join(f"{k} {v}" for k, v in t["steps"].items()))
+    _emit(out, as_json, human)
+
+
+def main() -> None:
+    from .errors import ErasureError
+
+    try:
+        app(standalone_mode=False)
+    except ErasureError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    except Exception as exc:   # click usage errors and the unexpected
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        typer.echo(f"internal error: {type(exc).__name__}", err=True)
+        raise
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Wiring: one object that holds the config and opens the ledger, keys, lineage and connectors
+lazily, so `erasure --help` and light commands import nothing heavy."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from .config import Config, load_config
+from .errors import MalformedEventError
+
+
+class Engine:
+    def __init__(self, config: Config, registry=None):
+        self.config = config
+        self._registry = registry
+
+    @classmethod
+    def from_path(cls, path: Path) -> "Engine":
+        return cls(load_config(path))
+
+    @cached_property
+    def ledger(self):
+        from .ledger import Ledger
+
+        return Ledger(self.config.ledger_path)
+
+    @cached_property
+    def keys(self):
+        from .subject import SubjectKeys
+
+        return SubjectKeys.load(self.config.key_path)
+
+    @cached_property
+    def lineage_store(self):
+        from .lineage.store import LineageStore
+
+        return LineageStore(self.config.lineage_store)
+
+    @property
+    def registry(self):
+        if self._registry is None:
+            from connectors import default_registry
+
+            self._registry = default_registry(self.config)
+        return self._registry
+
+    def ingest(self, files: list[Path], lenient: bool | None = None, force: bool = False):
+        lenient = self.config.lenient_events if lenient is None else lenient
+        return self.lineage_store.ingest(files, lenient=lenient, force=force)
+
+    def ingest_configured(self):
+        """Ingest the configured event globs (only changed files are read). A refused file
+        stops the command: a plan on partial lineage could miss where a subject's data went."""
+        from .lineage.store import expand_globs
+
+        rep = self.ingest(expand_globs(self.config.event_globs))
+        if rep.files_refused:
+            detail = "; ".join(str(r) for r in rep.rejected[:5])
+            more = f" (+{len(rep.rejected) - 5} more)" if len(rep.rejected) > 5 else ""
+            raise MalformedEventError(
+                f"lineage event file(s) refused: {', '.join(rep.files_refused)}: {detail}{more}. "
+                "Fix them, or set [lineage] lenient = true to skip malformed events")
+        return rep
+
+    def graph(self):
+        from .lineage.graph import LineageGraph
+
+        self.ingest_configured()
+        return LineageGraph(self.lineage_store.events())
+
+    def close(self) -> None:
+        for name in ("ledger", "lineage_store"):
+            if name in self.__dict__:
+                self.__dict__[name].close()

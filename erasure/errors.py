@@ -1,0 +1,74 @@
+"""Every error the engine raises on purpose, and the exit code the CLI maps it to.
+
+    ErasureError                      exit 1   base class, never raised directly
+    ├── ConfigError                   exit 3   missing or invalid configuration
+    ├── InputError                    exit 4   bad input: nothing was changed
+    │   ├── MalformedEventError                an OpenLineage event failed validation
+    │   ├── UnknownDatasetError                a dataset or table that does not exist
+    │   ├── SubjectKeyTypeError                a subject id that does not fit a key column's type
+    │   └── UnknownRequestError                a request id that is not in the ledger
+    ├── ErasureFailed                 exit 5   an erasure step failed (terminal until an operator acts)
+    │   ├── GuardTripped                       deleted rows differ from planned rows beyond tolerance
+    │   └── VerificationFailed                 the subject is still readable after the erasure
+    └── RetryableError                exit 75  operational: try again later (EX_TEMPFAIL)
+        └── ConflictRetriesExhausted           concurrent writers kept winning the commit race
+
+Exit code 6 is not an exception: `run` returns it when every target was erased but some
+datasets downstream of the subject could not be resolved and need an operator.
+
+Messages never contain a subject identifier; they name a subject by its HMAC prefix.
+"""
+
+from __future__ import annotations
+
+
+class ErasureError(Exception):
+    exit_code = 1
+
+
+class ConfigError(ErasureError):
+    exit_code = 3
+
+
+class InputError(ErasureError):
+    exit_code = 4
+
+
+class MalformedEventError(InputError):
+    pass
+
+
+class UnknownDatasetError(InputError):
+    pass
+
+
+class SubjectKeyTypeError(InputError):
+    pass
+
+
+class UnknownRequestError(InputError):
+    pass
+
+
+class ErasureFailed(ErasureError):
+    exit_code = 5
+
+
+class GuardTripped(ErasureFailed):
+    pass
+
+
+class VerificationFailed(ErasureFailed):
+    pass
+
+
+class RetryableError(ErasureError):
+    exit_code = 75
+
+
+class ConflictRetriesExhausted(RetryableError):
+    pass
+
+
+EXIT_OK = 0
+EXIT_UNRESOLVED = 6

@@ -1,0 +1,280 @@
+"""Execute planned erasures: erase -> purge -> verify per dataset, recorded step by step.
+
+Idempotent and resumable: a completed step is never repeated; a step that was started but
+not recorded as completed (the process died) is re-checked and finished on the next run.
+Many requests run together in one pass per dataset; each keeps its own steps and evidence.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .errors import (ErasureError, GuardTripped, InputError, RetryableError)
+from .planning import Plan, Target, plan_erasures
+from .requests import RequestState, load_state
+from .subject import coerce_subject_id, short
+
+log = logging.getLogger("erasure.run")
+PHASES = ("erase", "purge", "verify")
+
+
+@dataclass
+class Member:
+    request_id: str
+    subject_hmac: str
+    target: Target
+    value: Any
+
+
+@dataclass
+class Outcome:
+    request_id: str
+    status: str
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    unresolved: list[dict[str, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"request_id": self.request_id, "status": self.status, "targets": self.targets,
+                "unresolved": self.unresolved, "errors": self.errors}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Runner:
+    def __init__(self, engine):
+        self.engine = engine
+        self.ledger = engine.ledger
+        self.config = engine.config
+        self.batch = "run-" + uuid.uuid4().hex[:16]
+        self.failed: dict[str, list[str]] = {}
+
+    # ---- planning ---------------------------------------------------------------
+    def _plan(self, states: dict[str, RequestState], raw: dict[str, str], replan: bool) -> None:
+        todo = [rid for rid, st in states.items() if st.plan is None or replan]
+        if not todo:
+            return
+        graph = self.engine.graph()
+        registry = self.engine.registry
+        subjects = [(states[r].subject_hmac, raw[r]) for r in todo]
+        try:
+            plans = plan_erasures(self.config, graph, registry, subjects)
+            pairs = list(zip(todo, plans))
+        except InputError:
+            if len(todo) == 1:
+                raise
+            pairs = []
+            for rid in todo:   # isolate the bad subject; the others go ahead
+                try:
+                    pairs.append((rid, plan_erasures(self.config, graph, registry,
+                                                     [(states[rid].subject_hmac, raw[rid])])[0]))
+                except InputError as exc:
+                    self._fail(rid, f"plan refused: {exc}")
+        for rid, plan in pairs:
+            self.ledger.append(rid, "plan.recorded", {"plan": plan.to_json(), "batch": self.batch})
+            states[rid] = load_state(self.ledger, rid)
+
+    def _fail(self, rid: str, error: str) -> None:
+        self.failed.setdefault(rid, []).append(error)
+
+    # ---- one dataset --------------------------------------------------------------
+    def _record(self, kind: str, m: Member, phase: str, **body) -> None:
+        self.ledger.append(m.request_id, kind, {"target": m.target.key, "phase": phase,
+                                                "namespace": m.target.namespace,
+                                                "name": m.target.name, **body})
+
+    def _erase(self, conn, members: list[Member], states) -> list[Member]:
+        t = members[0].target
+        pending = [m for m in members
+                   if (states[m.request_id].step(t.key, "erase") or {}).get("state") != "completed"]
+        if not pending:
+            return members
+        earlier_tags = sorted({s["tag"] for m in pending
+                               if (s := states[m.request_id].step(t.key, "erase"))
+                               and s.get("tag")})
+        values = list(dict.fromkeys(m.value for m in pending))
+        planned_by_value: dict[Any, int] = {}
+        for m in pending:
+            planned_by_value[m.value] = max(planned_by_value.get(m.value, 0), m.target.rows)
+        planned = sum(planned_by_value.values())
+        plan_version = min(m.target.table_version or 0 for m in pending)
+        version = conn.open(t.namespace, t.name).version()
+        for m in pending:
+            self._record("step.started", m, "erase", tag=self.batch, table_version=version)
+        already = conn.rows_deleted_by_tags(t.namespace, t.name, earlier_tags) if earlier_tags else 0
+        live = conn.live_rows(t.namespace, t.name, t.column, values)
+        allowed = conn.rows_written_since(t.namespace, t.name, plan_version)
+        if abs(sum(live.values()) + already - planned) > allowed:
+            raise GuardTripped(
+                f"{t.name}: {sum(live.values()) + already} rows match now but {planned} were "
+                f"planned and only {allowed} rows were written since the plan (version "
+                f"{plan_version}); nothing was deleted. Re-plan with `erasure run --replan` "
+                "after checking the table")
+        res = conn.erase(t.namespace, t.name, t.column, values, self.batch)
+        allowed = conn.rows_written_since(t.namespace, t.name, plan_version)
+        if abs(res.rows_deleted + already - planned) > allowed:
+            raise GuardTripped(
+                f"{t.name}: the delete removed {res.rows_deleted + already} rows against "
+                f"{planned} planned (tolerance {allowed}); purge withheld, the rows can still be "
+                f"restored from version {res.version_before}")
+        for m in pending:
+            self._record("step.completed", m, "erase", tag=self.batch,
+                         rows_planned=m.target.rows, rows_live_before=live.get(m.value, 0),
+                         rows_deleted=live.get(m.value, 0), batch_rows_deleted=res.rows_deleted,
+                         batch_subjects=len(values), rows_deleted_earlier_attempt=already,
+                         rows_written_since_plan=allowed, version_before=res.version_before,
+                         version_after=res.version_after, files_removed=res.files_removed,
+                         files_added=res.files_added, conflicts_retried=res.conflicts_retried)
+        return members
+
+    def _purge(self, conn, members: list[Member], states) -> None:
+        t = members[0].target
+        if self.config.delta.residue != "purge" or not conn.capabilities.physical_purge:
+            return
+        pending = [m for m in members
+                   if (states[m.request_id].step(t.key, "purge") or {}).get("state") != "completed"]
+        if not pending:
+            return
+        # the audit record of the table's history must outlive the log cleanup
+        self.ledger.append(None, "table.history", {
+            "target": t.key, "requests": [m.request_id for m in pending], "batch": self.batch,
+            "history": conn.history(t.namespace, t.name)})
+        for m in pending:
+            self._record("step.started", m, "purge", tag=self.batch)
+        values = list(dict.fromkeys(m.value for m in pending))
+        res = conn.purge(t.namespace, t.name, t.column, values, self.batch)
+        for m in pending:
+            self._record("step.completed", m, "purge", tag=self.batch,
+                         dv_files_rewritten=res.dv_files_rewritten,
+                         files_vacuumed=len(res.files_vacuumed),
+                         log_files_removed=len(res.log_files_removed),
+                         folders_removed=len(res.folders_removed), full_vacuum=res.full_vacuum,
+                         version_after=res.version_after,
+                         time_travel_lost_before_version=res.version_after)
+
+    def _verify(self, conn, members: list[Member], states) -> None:
+        t = members[0].target
+        pending = [m for m in members
+                   if (states[m.request_id].step(t.key, "verify") or {}).get("state") != "completed"]
+        if not pending:
+            return
+        values = list(dict.fromkeys(m.value for m in pending))
+        counted = conn.count(t.namespace, t.name, t.column, values, with_residue=True)
+        strict = self.config.delta.residue == "purge" and conn.capabilities.physical_purge
+        for m in pending:
+            rows = counted.rows.get(m.value, 0)
+            live_files = counted.files.get(m.value, [])
+            residue = counted.residue.get(m.value, [])
+            problems = []
+            if rows:
+                problems.append(f"{rows} rows still readable")
+            if live_files:
+                problems.append(f"{len(live_files)} live files still hold the subject's rows")
+            if strict and residue:
+                problems.append(f"residue in {len(residue)} files: {', '.join(residue[:3])}")
+            body = dict(rows_remaining=rows, live_files=live_files, residue=residue,
+                        table_version=counted.version, verified_at=_now(),
+                        residue_mode=t.residue_after.get("mode"),
+                        residue_until=t.residue_after.get("until"))
+            if problems:
+                msg = f"{t.name}: verification failed for {short(m.subject_hmac)}: " + "; ".join(problems)
+                self._record("step.failed", m, "verify", error=msg, **body)
+                self._fail(m.request_id, msg)
+            else:
+                self._record("step.completed", m, "verify", result="ok", **body)
+
+    # ---- the whole run -------------------------------------------------------------
+    def run(self, request_ids: list[str], replan: bool = False) -> list[Outcome]:
+        states = {rid: load_state(self.ledger, rid) for rid in dict.fromkeys(request_ids)}
+        active = {rid: st for rid, st in states.items() if not st.done}
+        raw = {rid: self.engine.keys.unseal(self.ledger.sealed_subject(rid), rid)
+               for rid in active}
+        if active:
+            self._plan(active, raw, replan)
+        groups: dict[str, list[Member]] = {}
+        for rid, st in active.items():
+            if rid in self.failed or st.plan is None:
+                continue
+            for t in st.plan.targets:
+                try:
+                    v = coerce_subject_id(raw[rid], t.key_type, st.subject_hmac,
+                                          f"{t.column} of {t.name}")
+                except InputError as exc:
+                    self._fail(rid, str(exc))
+                    continue
+                groups.setdefault(t.key, []).append(Member(rid, st.subject_hmac, t, v))
+        for key, members in groups.items():
+            members = [m for m in members if m.request_id not in self.failed]
+            if not members:
+                continue
+            t = members[0].target
+            conn = self.engine.registry.get(t.connector)
+            try:
+                self._erase(conn, members, active)
+                active.update({m.request_id: load_state(self.ledger, m.request_id) for m in members})
+                self._purge(conn, members, active)
+                active.update({m.request_id: load_state(self.ledger, m.request_id) for m in members})
+                self._verify(conn, members, active)
+            except (ErasureError, OSError) as exc:
+                msg = str(exc)
+                phase = "erase"
+                for m in members:
+                    st = load_state(self.ledger, m.request_id)
+                    open_steps = [ph for ph in PHASES
+                                  if (st.step(t.key, ph) or {}).get("state") == "started"]
+                    phase = open_steps[-1] if open_steps else phase
+                    self._record("step.failed", m, phase, error=msg,
+                                 retryable=isinstance(exc, RetryableError))
+                    self._fail(m.request_id, msg)
+                log.error("%s", msg)
+        return [self._finish(rid, states[rid]) for rid in states]
+
+    def _finish(self, rid: str, before: RequestState) -> Outcome:
+        if before.done:
+            st = before
+            return Outcome(rid, st.status, self._targets(st), st.plan.unresolved if st.plan else [],
+                           ["already finished; nothing was repeated"])
+        st = load_state(self.ledger, rid)
+        if rid in self.failed:
+            self.ledger.append(rid, "request.failed", {"error": "; ".join(self.failed[rid]),
+                                                       "batch": self.batch})
+            st = load_state(self.ledger, rid)
+            return Outcome(rid, "failed", self._targets(st), st.plan.unresolved if st.plan else [],
+                           self.failed[rid])
+        status = "incomplete" if st.plan.unresolved else "completed"
+        self.ledger.append(rid, "request.completed", {
+            "status": status, "batch": self.batch,
+            "targets": len(st.plan.targets), "unresolved": len(st.plan.unresolved)})
+        st = load_state(self.ledger, rid)
+        return Outcome(rid, status, self._targets(st), st.plan.unresolved, [])
+
+    @staticmethod
+    def _targets(st: RequestState) -> list[dict[str, Any]]:
+        out = []
+        for t in (st.plan.targets if st.plan else []):
+            er = st.step(t.key, "erase") or {}
+            ve = st.step(t.key, "verify") or {}
+            out.append({"namespace": t.namespace, "name": t.name, "connector": t.connector,
+                        "column": t.column, "rows_planned": t.rows,
+                        "rows_deleted": er.get("rows_deleted"),
+                        "version_before": er.get("version_before"),
+                        "version_after": er.get("version_after"),
+                        "verified": ve.get("state") == "completed",
+                        "rows_remaining": ve.get("rows_remaining"),
+                        "residue": ve.get("residue", []),
+                        "residue_until": ve.get("residue_until")})
+        return out
+
+
+def pending_request_ids(ledger) -> list[str]:
+    out = []
+    for rid in ledger.request_ids():
+        if not load_state(ledger, rid).done:
+            out.append(rid)
+    return out

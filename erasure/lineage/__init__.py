@@ -1,0 +1,1 @@
+"""Lineage: OpenLineage events in, a graph of datasets and jobs out."""

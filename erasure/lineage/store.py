@@ -1,0 +1,114 @@
+"""Persisted lineage: validated events in SQLite, so commands never re-parse unchanged files.
+
+Ingest is idempotent: a file whose size, mtime and hash are unchanged is skipped, and events
+are keyed by the hash of their normalized content, so the same event ingested twice (from
+the same or another file) counts once.
+
+A file holding any malformed event is refused as a whole in strict mode (nothing from it is
+applied); in lenient mode only the malformed events are skipped. Either way every rejected
+event is reported with its file and line.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .events import LineageEvent, Rejected, parse_file
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER,
+                                  sha256 TEXT, events INTEGER);
+CREATE TABLE IF NOT EXISTS events (hash TEXT PRIMARY KEY, body TEXT NOT NULL);
+"""
+
+
+@dataclass
+class IngestReport:
+    files_read: int = 0
+    files_unchanged: int = 0
+    files_refused: list[str] = field(default_factory=list)
+    events_new: int = 0
+    events_seen: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"files_read": self.files_read, "files_unchanged": self.files_unchanged,
+                "files_refused": self.files_refused, "events_new": self.events_new,
+                "events_seen": self.events_seen,
+                "rejected": [{"file": r.file, "line": r.line, "reason": r.reason}
+                             for r in self.rejected],
+                "warnings": self.warnings}
+
+
+def expand_globs(patterns: list[str] | tuple[str, ...]) -> list[Path]:
+    out: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern, recursive=True))
+        if not matches and not glob.has_magic(pattern):
+            matches = [pattern]   # a plain missing path is reported, not ignored
+        out.extend(Path(m) for m in matches)
+    return out
+
+
+class LineageStore:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(path)
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def ingest(self, files: list[Path], lenient: bool = False, force: bool = False) -> IngestReport:
+        rep = IngestReport()
+        for f in files:
+            if not f.is_file():
+                rep.files_refused.append(str(f))
+                rep.rejected.append(Rejected(str(f), 0, "file not found"))
+                continue
+            st = f.stat()
+            key = str(f.resolve())
+            row = self.db.execute("SELECT size, mtime_ns, sha256 FROM files WHERE path = ?",
+                                  (key,)).fetchone()
+            if row and not force and row[0] == st.st_size and row[1] == st.st_mtime_ns:
+                rep.files_unchanged += 1
+                continue
+            digest = hashlib.sha256(f.read_bytes()).hexdigest()
+            if row and not force and row[2] == digest:
+                rep.files_unchanged += 1
+                continue
+            rep.files_read += 1
+            try:
+                events, rejected, warnings = parse_file(f, lenient)
+            except (UnicodeDecodeError, OSError) as exc:
+                events, rejected, warnings = [], [Rejected(str(f), 0, f"unreadable: {exc}")], []
+            rep.rejected.extend(rejected)
+            rep.warnings.extend(warnings)
+            if rejected and not lenient:
+                rep.files_refused.append(str(f))
+                continue
+            with self.db:
+                for ev in events:
+                    rep.events_seen += 1
+                    body = json.dumps(ev.to_json(), sort_keys=True, separators=(",", ":"))
+                    h = hashlib.sha256(body.encode()).hexdigest()
+                    cur = self.db.execute("INSERT OR IGNORE INTO events VALUES (?, ?)", (h, body))
+                    rep.events_new += cur.rowcount
+                self.db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
+                                (key, st.st_size, st.st_mtime_ns, digest, len(events)))
+        return rep
+
+    def events(self) -> list[LineageEvent]:
+        return [LineageEvent.from_json(json.loads(b))
+                for (b,) in self.db.execute("SELECT body FROM events ORDER BY hash")]
+
+    def counts(self) -> dict[str, int]:
+        return {"files": self.db.execute("SELECT count(*) FROM files").fetchone()[0],
+                "events": self.db.execute("SELECT count(*) FROM events").fetchone()[0]}

@@ -1,0 +1,171 @@
+"""Plan an erasure: which datasets hold a subject, by which key, how many rows. Changes nothing.
+
+The plan is plain, frozen data with a canonical JSON form; the dry run (`erasure plan`) and
+the real run share it. Subjects are named only by their keyed HMAC.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .config import Config
+from .errors import SubjectKeyTypeError, UnknownDatasetError
+from .lineage.graph import LineageGraph, trace_subject_keys
+from .subject import coerce_subject_id, short
+
+PLAN_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Target:
+    namespace: str
+    name: str
+    connector: str
+    column: str
+    key_type: str
+    how: str                          # root | column_lineage | name_match | override
+    derived_from: dict | None         # {"namespace", "name", "column", "job"} one hop upstream
+    rows: int
+    files: list[str]                  # data files that would be rewritten
+    table_version: int | None
+    residue_now: list[str]            # traces outside live data (old files, change data, log)
+    residue_after: dict[str, Any]     # what remains once erased, and until when
+
+    @property
+    def key(self) -> str:
+        return f"{self.connector}|{self.namespace}|{self.name}|{self.column}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    subject_hmac: str
+    created_at: str
+    targets: list[Target]
+    unresolved: list[dict[str, str]]
+    out_of_scope: list[dict[str, str]]
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["format"] = PLAN_FORMAT
+        d["subject"] = {"hmac": d.pop("subject_hmac")}
+        d["totals"] = {"targets": len(self.targets), "rows": sum(t.rows for t in self.targets),
+                       "files": sum(len(t.files) for t in self.targets),
+                       "unresolved": len(self.unresolved)}
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Plan":
+        return cls(d["subject"]["hmac"], d["created_at"], [Target(**t) for t in d["targets"]],
+                   d["unresolved"], d["out_of_scope"], d.get("notes", []))
+
+    def canonical(self) -> str:
+        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class ResolvedTarget:
+    """A dataset and key column the trace found and a connector can reach (no subject yet)."""
+
+    namespace: str
+    name: str
+    connector: Any
+    column: str
+    key_type: str
+    how: str
+    derived_from: dict | None
+
+
+def resolve_targets(config: Config, graph: LineageGraph, registry
+                    ) -> tuple[list[ResolvedTarget], list[dict], list[dict]]:
+    overrides = {graph.canonical((o.namespace, o.name)): (o.column, o.exclude)
+                 for o in config.overrides}
+    roots = [((r.namespace, r.name), r.column) for r in config.roots]
+    trace = trace_subject_keys(graph, roots, overrides)
+    targets: list[ResolvedTarget] = []
+    unresolved = [{"namespace": ns, "name": n, "reason": why}
+                  for (ns, n), why in sorted(trace.unresolved.items())]
+    out_of_scope = [{"namespace": ns, "name": n, "reason": why}
+                    for (ns, n), why in sorted(trace.out_of_scope.items())]
+    root_ids = {graph.canonical(ds) for ds, _ in roots}
+    for k in trace.keyed:
+        ns, name = k.dataset
+        is_root = k.dataset in root_ids and k.how == "root"
+        conn = registry.for_dataset(ns, name)
+        if conn is None:
+            if is_root:
+                raise UnknownDatasetError(
+                    f"root dataset {ns}:{name} was not found or no connector handles it")
+            unresolved.append({"namespace": ns, "name": name, "reason": (
+                f"holds the subject key {k.column} but no connector handles namespace {ns!r} "
+                "or the table does not exist; erase it by hand or add a connector")})
+            continue
+        typ = conn.key_type(ns, name, k.column)
+        if typ is None:
+            if is_root:
+                raise UnknownDatasetError(f"root dataset {ns}:{name} has no column {k.column!r}")
+            reason = (f"no column lineage and no column named {k.column}" if k.how == "name_match"
+                      else f"key column {k.column} is not in the table's schema")
+            unresolved.append({"namespace": ns, "name": name, "reason": reason})
+            continue
+        via = None
+        if k.via:
+            via = {"namespace": k.via[0][0], "name": k.via[0][1], "column": k.via[1],
+                   "job": f"{k.job[0]}:{k.job[1]}" if k.job else None}
+        targets.append(ResolvedTarget(ns, name, conn, k.column, typ, k.how, via))
+    return targets, unresolved, out_of_scope
+
+
+def typed_values(targets: list[ResolvedTarget], subjects: list[tuple[str, str]]
+                 ) -> dict[tuple[int, str], Any]:
+    """(target index, subject hmac) -> the typed key value; refuses a wrong type up front."""
+    out = {}
+    for i, t in enumerate(targets):
+        for hm, raw in subjects:
+            out[(i, hm)] = coerce_subject_id(raw, t.key_type, hm, f"{t.column} of {t.name}")
+    return out
+
+
+def residue_after(config: Config, t: ResolvedTarget) -> dict[str, Any]:
+    if not t.connector.capabilities.physical_purge:
+        return {"mode": "none", "remains": ["connector cannot purge physically"], "until": None}
+    if config.delta.residue == "purge":
+        return {"mode": "purge", "remains": [], "until": None,
+                "note": ("old data files vacuumed, change data removed, log checkpointed and "
+                         "older commits deleted: time travel to earlier versions is lost")}
+    return {"mode": "keep-history",
+            "remains": ["old data files with the subject's rows (time travel)",
+                        "change data files", "log entries (statistics, predicates)"],
+            "until": t.connector.residue_deadline(t.namespace, t.name),
+            "note": ("removed by the table's own VACUUM and log cleanup once the retention "
+                     "periods pass; run them on schedule")}
+
+
+def plan_erasures(config: Config, graph: LineageGraph, registry,
+                  subjects: list[tuple[str, str]], with_residue: bool = True) -> list[Plan]:
+    """One plan per subject (hmac, raw id), measured in one pass per dataset."""
+    targets, unresolved, out_of_scope = resolve_targets(config, graph, registry)
+    values = typed_values(targets, subjects)
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    per_subject: dict[str, list[Target]] = {hm: [] for hm, _ in subjects}
+    for i, t in enumerate(targets):
+        vals = [values[(i, hm)] for hm, _ in subjects]
+        counted = t.connector.count(t.namespace, t.name, t.column, list(dict.fromkeys(vals)),
+                                    with_residue=with_residue)
+        after = residue_after(config, t)
+        for hm, _ in subjects:
+            v = values[(i, hm)]
+            per_subject[hm].append(Target(
+                t.namespace, t.name, t.connector.name, t.column, t.key_type, t.how,
+                t.derived_from, counted.rows.get(v, 0), counted.files.get(v, []),
+                counted.version, counted.residue.get(v, []), after))
+    notes = [f"{t.name}: key column {t.column} matched by name (no column lineage)"
+             for t in targets if t.how == "name_match"]
+    return [Plan(hm, now, per_subject[hm], list(unresolved), list(out_of_scope), notes)
+            for hm, _ in subjects]
+
+
+__all__ = ["Plan", "Target", "plan_erasures", "resolve_targets", "SubjectKeyTypeError", "short"]

@@ -1,0 +1,1 @@
+"""Deterministic sample Delta lake (PII reviews -> clean -> features/aggregates) with OpenLineage events."""
