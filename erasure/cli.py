@@ -29,6 +29,7 @@ _state: dict = {}
 @app.callback()
 def _main(config: Optional[str] = typer.Option(
         None, "--config", help="Config file [env ERASURE_CONFIG; default ./erasure.toml]")):
+    _state.clear()
     _state["config"] = config
 
 
@@ -137,6 +138,26 @@ def plan(subject_id: str = typer.Option(..., "--subject-id", help="The subject's
 
 
 # ---- requests ---------------------------------------------------------------------
+def _check_subjects_fit_roots(eng, ids: list[str]) -> None:
+    """Refuse ids that cannot match a root's key column (wrong type) before recording."""
+    from .errors import InputError, UnknownDatasetError
+    from .subject import coerce_subject_id
+
+    for s in ids:
+        if not s or s != s.strip() or "\n" in s:
+            raise InputError("a subject id must not be empty or padded; nothing was recorded")
+    for root in eng.config.roots:
+        conn = eng.registry.for_dataset(root.namespace, root.name)
+        if conn is None:
+            raise UnknownDatasetError(f"root dataset {root.namespace}:{root.name} was not found "
+                                      "or no connector handles it")
+        typ = conn.key_type(root.namespace, root.name, root.column)
+        if typ is None:
+            raise UnknownDatasetError(f"root dataset {root.name} has no column {root.column!r}")
+        for s in ids:
+            coerce_subject_id(s, typ, eng.keys.subject_hmac(s), f"{root.column} of {root.name}")
+
+
 @request_app.command("submit")
 def request_submit(subject_id: Optional[str] = typer.Option(None, "--subject-id"),
                    subjects_file: Optional[Path] = typer.Option(
@@ -160,9 +181,7 @@ def request_submit(subject_id: Optional[str] = typer.Option(None, "--subject-id"
     else:
         ids = [subject_id]
     eng = _engine()
-    for s in ids:   # validate all before recording any
-        if not s or s != s.strip():
-            raise InputError("a subject id must not be empty or padded; nothing was recorded")
+    _check_subjects_fit_roots(eng, ids)   # validate all before recording any
     rids = [submit(eng.ledger, eng.keys, s, requested_by, reason) for s in ids]
     if subjects_file is not None:
         _emit({"requests": [{"request_id": r} for r in rids]}, as_json,
@@ -237,28 +256,35 @@ def status(request_id: Optional[str] = typer.Argument(None),
     _emit(out, as_json, human)
 
 
-def main() -> None:
+def run_cli(argv: list[str] | None = None) -> int:
+    """Run one command and return its exit code (what `main` exits with)."""
     from .errors import ErasureError
 
     try:
-        app(standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
     except ErasureError as exc:
         typer.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except typer.Abort:
         typer.echo("aborted", err=True)
-        sys.exit(1)
-    except Exception as exc:   # click usage errors and the unexpected
-        import click
-
-        if isinstance(exc, click.ClickException):
+        return 1
+    except Exception as exc:   # usage errors (typer's click) and the unexpected
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
-            sys.exit(exc.exit_code)
-        typer.echo(f"internal error: {type(exc).__name__}", err=True)
-        raise
-    sys.exit(0)
+            return exc.exit_code
+        typer.echo(f"internal error: {type(exc).__name__}: {exc}", err=True)
+        return 1
+    finally:
+        eng = _state.pop("engine", None)
+        if eng is not None:
+            eng.close()
+
+
+def main() -> None:
+    sys.exit(run_cli())
 
 
 if __name__ == "__main__":

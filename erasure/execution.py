@@ -67,8 +67,6 @@ class Runner:
             plans = plan_erasures(self.config, graph, registry, subjects)
             pairs = list(zip(todo, plans))
         except InputError:
-            if len(todo) == 1:
-                raise
             pairs = []
             for rid in todo:   # isolate the bad subject; the others go ahead
                 try:
