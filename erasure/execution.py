@@ -115,7 +115,9 @@ class Runner:
                 f"{plan_version}); nothing was deleted. Re-plan with `erasure run --replan` "
                 "after checking the table")
         res = conn.erase(t.namespace, t.name, t.column, values, self.batch)
-        allowed = conn.rows_written_since(t.namespace, t.name, plan_version)
+        # what others wrote between the plan and the version our delete read (not our own
+        # rewrite, which re-adds every surviving row of the files it touched)
+        allowed = conn.rows_written_since(t.namespace, t.name, plan_version, upto=res.version_before)
         if abs(res.rows_deleted + already - planned) > allowed:
             raise GuardTripped(
                 f"{t.name}: the delete removed {res.rows_deleted + already} rows against "

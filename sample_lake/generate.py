@@ -435,7 +435,7 @@ def generate(out_dir: str | Path, rows: int = 20000, seed: int = 7, *, force: bo
     ``rows`` must be at least 20 so user ids 1..10 can each get two reviews.
 
     Returns ``{"out_dir", "tables" (name -> abs path), "events", "config",
-    "rows" (name -> row count), "users"}``.
+    "rows" (name -> row count), "users", "files" (name -> data file count)}``.
     """
     rows = int(rows)
     if rows < MIN_ROWS:

@@ -196,11 +196,13 @@ class DeltaConnector:
                     residue[v] = sorted(f"{f} ({k})" for f, k in tr.items())
         return TargetCount(rows=rows, files=files, version=dt.version(), residue=residue)
 
-    def rows_written_since(self, namespace: str, name: str, version: int) -> int:
-        """Rows in data files added after `version`: the guard's tolerance for new writes."""
+    def rows_written_since(self, namespace: str, name: str, version: int,
+                           upto: int | None = None) -> int:
+        """Rows in data files added after `version` (up to `upto`): the guard's tolerance
+        for other writers. Files rewritten by compaction count too, so it errs generous."""
         import pyarrow as pa
 
-        now = self.open(namespace, name)
+        now = self.open(namespace, name, upto)
         if now.version() == version:
             return 0
         try:

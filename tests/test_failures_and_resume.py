@@ -1,0 +1,144 @@
+"""Failures are injected with connectors built for that (real Delta tables underneath):
+a crash between steps, a crash right after the delete commits, a connector that deletes
+more than planned, and a concurrent writer that wins the commit race."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable, write_deltalake
+
+from connectors.base import ConnectorRegistry
+from connectors.delta import DeltaConnector
+from erasure.config import load_config
+from erasure.engine import Engine
+from erasure.execution import Runner
+from erasure.requests import load_state, submit
+
+from conftest import files_holding, read_table, rows_without
+
+
+class Crash(BaseException):
+    """Stands for the process dying: not an Exception, so nothing handles it."""
+
+
+class CrashBeforePurge(DeltaConnector):
+    def purge(self, *a, **kw):
+        raise Crash()
+
+
+class CrashAfterDeleteCommit(DeltaConnector):
+    def erase(self, *a, **kw):
+        super().erase(*a, **kw)
+        raise Crash()
+
+
+class OverDeleting(DeltaConnector):
+    """A buggy connector: deletes one extra subject besides the ones asked for."""
+
+    def erase(self, namespace, name, column, values, tag):
+        return super().erase(namespace, name, column, list(values) + [values[0] + 1], tag)
+
+
+def engine_with(lake, connector_cls, **kw) -> Engine:
+    cfg = load_config(lake.config)
+    return Engine(cfg, registry=ConnectorRegistry([connector_cls(cfg.delta, **kw)]))
+
+
+def submit_for(lake, subject: str) -> str:
+    eng = Engine(load_config(lake.config))
+    rid = submit(eng.ledger, eng.keys, subject, "test", None)
+    eng.close()
+    return rid
+
+
+def erase_steps(eng, rid) -> list:
+    return [e for e in eng.ledger.entries(rid)
+            if e.kind == "step.completed" and e.body["phase"] == "erase"]
+
+
+def test_crash_between_steps_resumes_without_repeating_the_delete(lake):
+    rid = submit_for(lake, "42")
+    crashing = engine_with(lake, CrashBeforePurge)
+    with pytest.raises(Crash):
+        Runner(crashing).run([rid])
+    st = load_state(crashing.ledger, rid)
+    assert st.status == "running"
+    raw = lake.tables["raw/reviews"]
+    version_after_delete = DeltaTable(raw).version()
+    assert 42 not in read_table(raw).column("user_id").to_pylist()   # logically gone already
+    crashing.close()
+
+    eng = engine_with(lake, DeltaConnector)
+    [out] = Runner(eng).run([rid])
+    assert out.status == "completed", out.errors
+    # the raw table's erase step completed once, in the crashed run, and was not repeated
+    raw_erases = [e for e in erase_steps(eng, rid) if e.body["name"] == raw]
+    assert len(raw_erases) == 1
+    assert DeltaTable(raw).history()[-1]["version"] >= version_after_delete
+    assert files_holding(lake.root / "tables", [b"user42@example.com"],
+                         {"user_id": 42, "reviewer_id": 42, "entity_id": 42}) == []
+
+
+def test_crash_after_the_delete_commit_is_rechecked_not_tripped(lake):
+    raw = lake.tables["raw/reviews"]
+    planned = sum(1 for k in read_table(raw).column("user_id").to_pylist() if k == 9)
+    rid = submit_for(lake, "9")
+    with pytest.raises(Crash):
+        Runner(engine_with(lake, CrashAfterDeleteCommit)).run([rid])
+    eng = engine_with(lake, DeltaConnector)
+    [out] = Runner(eng).run([rid])
+    assert out.status == "completed", out.errors
+    [step] = [e for e in erase_steps(eng, rid) if e.body["name"] == raw]
+    assert step.body["rows_deleted_earlier_attempt"] == planned
+    assert step.body["batch_rows_deleted"] == 0
+
+
+def test_guard_stops_a_connector_that_deletes_more_than_planned(lake):
+    raw = lake.tables["raw/reviews"]
+    rid = submit_for(lake, "4")
+    eng = engine_with(lake, OverDeleting)
+    [out] = Runner(eng).run([rid])
+    assert out.status == "failed"
+    assert any("purge withheld" in e for e in out.errors)
+    st = load_state(eng.ledger, rid)
+    failed = [v for (k, ph), v in st.steps.items() if v["state"] == "failed"]
+    assert failed and all(v["phase"] == "erase" for v in failed)
+    # nothing was purged: the over-deleted subject 5 is still in the version the message names
+    import re
+    msg = next(e for e in out.errors if "purge withheld" in e)
+    version = int(re.search(r"from version (\d+)", msg).group(1))
+    assert 5 not in read_table(raw).column("user_id").to_pylist()
+    assert 5 in DeltaTable(raw, version=version).to_pyarrow_table().column("user_id").to_pylist()
+
+
+def test_concurrent_writer_loses_nothing_when_it_wins_the_race(lake):
+    raw = lake.tables["raw/reviews"]
+    current = DeltaTable(raw).to_pyarrow_table()
+    new_rows = current.filter(pa.compute.equal(current["user_id"], 6)).slice(0, 1)
+    new_rows = new_rows.set_column(0, "user_id", pa.array([999_999], pa.int64()))
+    calls = []
+
+    def other_writer(uri, attempt):
+        if attempt == 0 and uri == raw:
+            calls.append(attempt)
+            write_deltalake(uri, new_rows, mode="append")
+            DeltaTable(uri).optimize.compact()   # rewrites the files our merge has read
+
+    others_before = rows_without(raw, "user_id", 42)
+    rid = submit_for(lake, "42")
+    eng = engine_with(lake, DeltaConnector, before_commit=other_writer)
+    [out] = Runner(eng).run([rid])
+    assert out.status == "completed", out.errors
+    assert calls == [0]
+    ids = read_table(raw).column("user_id").to_pylist()
+    assert 999_999 in ids and 42 not in ids
+    assert rows_without(raw, "user_id", 42) == sorted(
+        others_before + rows_without_from(new_rows))
+    [step] = [e for e in erase_steps(eng, rid) if e.body["name"] == raw]
+    assert step.body["conflicts_retried"] >= 1
+
+
+def rows_without_from(t: pa.Table) -> list[tuple]:
+    names = sorted(t.column_names)
+    return [tuple(str(r[n]) for n in names) for r in t.to_pylist()]
