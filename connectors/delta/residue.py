@@ -5,8 +5,9 @@ subject's identifier". It reads, for every file:
   - data and change-data Parquet files: the key column (logical or physical name, with
     row-group statistics to skip row groups), and the partition directories in the path;
   - `_delta_log` JSON commits, checkpoints (Parquet), `.crc` and `_last_checkpoint`:
-    per-file statistics (minValues/maxValues), partition values, and predicates that
-    DELETE/UPDATE/MERGE wrote verbatim;
+    per-file statistics (minValues/maxValues) and partition values of the key column equal
+    to a key, and predicates that DELETE/UPDATE/MERGE wrote verbatim containing one. Other
+    log text is not searched: short keys ("42") would match paths, UUIDs and timestamps;
   - any other file: a byte search for string keys.
 Deletion-vector files hold row positions only and are skipped.
 Local folders only; object stores are not scanned (the plan says so).
@@ -56,10 +57,11 @@ class _Matcher:
             self.int_re = re.compile(r"(?<![\w.])-?\d+(?![\w.])")
 
     def in_text(self, s: str) -> list[Any]:
-        """String keys: any containment. Int keys: whole-number tokens (predicates only)."""
+        """Keys written into text (predicates): int keys as whole-number tokens, string keys
+        as any occurrence (quoted and escaped forms included)."""
         if self.is_int:
             return [self.as_str[t] for t in self.int_re.findall(s) if t in self.as_str]
-        return [v for v in self.values if v in s]
+        return [v for v in self.values if v in s or v.replace("'", "''") in s]
 
     def equal(self, x: Any) -> list[Any]:
         if x is None or isinstance(x, (dict, list)):
@@ -78,7 +80,8 @@ class _Matcher:
                             self.walk(json.loads(x), hits, k)
                         except json.JSONDecodeError:
                             pass
-                    if not self.is_int or PREDICATE_KEY.search(k):
+                    if PREDICATE_KEY.search(k):
+                        # DELETE/UPDATE/MERGE write their predicate, keys included, verbatim
                         hits.update(self.in_text(x))
                 else:
                     self.walk(x, hits, k if k in STAT_KEYS else ctx if ctx in STAT_KEYS else k)
@@ -89,11 +92,10 @@ class _Matcher:
                 return
             for x in obj:
                 self.walk(x, hits, ctx)
-        elif isinstance(obj, str) and not self.is_int:
-            hits.update(self.in_text(obj))
 
 
 def _parquet_hits(path: Path, names: set[str], m: _Matcher, scan: FolderScan) -> set:
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -122,6 +124,8 @@ def _parquet_hits(path: Path, names: set[str], m: _Matcher, scan: FolderScan) ->
                 except TypeError:
                     pass
             arr = pf.read_row_group(rg, columns=[col]).column(0)
+            if pa.types.is_string_view(arr.type) or pa.types.is_large_string(arr.type):
+                arr = arr.cast(pa.string())   # delta-rs writes Utf8View; is_in has no kernel
             found = pc.filter(arr, pc.is_in(arr, value_set=_value_array(m.values, arr.type)))
             for x in found.unique().to_pylist():
                 hits.update(m.equal(x))
