@@ -1,0 +1,156 @@
+"""Benchmark: `erasure run` against the raw deltalake operations doing the same delete.
+
+Builds the sample lake (default 5,000,000 reviews; BENCH_ROWS to change, BENCH_DIR for the
+folder), then measures, each in a fresh process (time and peak RSS of that process):
+  1. one subject:    erasure request submit + run     vs  raw delete / delete+purge
+  2. 1,000 subjects: erasure submit --subjects-file + run --pending
+                                                     vs  raw merge / merge+purge
+"Raw" runs on a copy of the same tables: per table, DELETE (or MERGE against an Arrow table
+of the keys), then for "+purge" VACUUM retention 0, checkpoint and metadata cleanup, which
+is the physical work the engine does too. The engine additionally plans (counts rows and
+scans every file for residue), records the ledger, and verifies (a second full scan).
+Prints the figures; asserts nothing about speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+KEYS = {"raw/reviews": "user_id", "clean/reviews": "reviewer_id",
+        "features/user_features": "entity_id"}
+
+CHILD = r'''
+import json, resource, sys, time
+t0 = time.perf_counter()
+kind, arg = sys.argv[1], json.loads(sys.argv[2])
+result = None
+if kind == "cli":
+    from erasure.cli import run_cli
+    import contextlib, io
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = run_cli(arg)
+    result = {"exit": code}
+else:
+    import pyarrow as pa
+    from deltalake import DeltaTable
+    rows = 0
+    for path, col in arg["tables"]:
+        dt = DeltaTable(path)
+        ids = arg["ids"]
+        if kind == "raw-delete":
+            m = dt.delete(f'"{col}" = {int(ids[0])}')
+            rows += m.get("num_deleted_rows", 0)
+        else:
+            typ = pa.schema(dt.schema().to_arrow()).field(col).type
+            m = (dt.merge(pa.table({"k": pa.array(ids, type=typ)}), predicate=f't."{col}" = s.k',
+                          source_alias="s", target_alias="t", streamed_exec=False)
+                 .when_matched_delete().execute())
+            rows += m["num_target_rows_deleted"]
+        if arg["purge"]:
+            dt = DeltaTable(path)
+            dt.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+            dt.alter.set_table_properties({"delta.logRetentionDuration": "interval 0 seconds",
+                                           "delta.deletedFileRetentionDuration": "interval 0 seconds"})
+            dt = DeltaTable(path)
+            dt.create_checkpoint()
+            dt.cleanup_metadata()
+    result = {"rows_deleted": rows}
+result["seconds"] = time.perf_counter() - t0
+result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print("RESULT " + json.dumps(result))
+'''
+
+
+def child(kind: str, arg) -> dict:
+    res = subprocess.run([PY, "-c", CHILD, kind, json.dumps(arg)], capture_output=True,
+                         text=True, cwd=ROOT)
+    line = [x for x in res.stdout.splitlines() if x.startswith("RESULT ")]
+    if res.returncode != 0 or not line:
+        sys.exit(f"benchmark step {kind} failed:\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}")
+    out = json.loads(line[-1][7:])
+    if out.get("exit", 0) not in (0,):
+        sys.exit(f"erasure exited {out['exit']} in {kind} {arg}:\n{res.stderr[-3000:]}")
+    return out
+
+
+def copy_tables(lake: Path, dest: Path) -> list[tuple[str, str]]:
+    out = []
+    for name, col in KEYS.items():
+        shutil.copytree(lake / "tables" / name, dest / name)
+        out.append((str(dest / name), col))
+    return out
+
+
+def row(label: str, r: dict) -> str:
+    return f"  {label:55} {r['seconds']:8.2f} s   peak RSS {r['peak_rss_mb']:7.0f} MB"
+
+
+def main() -> None:
+    rows = int(os.environ.get("BENCH_ROWS", "5000000"))
+    n_many = int(os.environ.get("BENCH_SUBJECTS", "1000"))
+    base = Path(os.environ.get("BENCH_DIR", ROOT / "bench_lake")).resolve()
+    if base.exists():
+        shutil.rmtree(base)
+    sys.path.insert(0, str(ROOT))
+    from sample_lake.generate import generate
+
+    t0 = time.perf_counter()
+    info = generate(base / "lake", rows=rows, seed=7)
+    gen_s = time.perf_counter() - t0
+    lake = Path(info["out_dir"])
+    cfg = str(lake / "erasure.toml")
+    # untouched copies for the raw baselines, taken before the engine changes anything
+    copies = {k: copy_tables(lake, base / k) for k in
+              ("one_delete", "one_purge", "many_merge", "many_purge")}
+    subject = 42
+    rng = random.Random(1)
+    many = sorted(rng.sample([u for u in range(1, info["users"] + 1) if u != subject], n_many))
+    ids_file = base / "ids.txt"
+    ids_file.write_text("\n".join(map(str, many)) + "\n")
+    print(f"lake: {rows:,} reviews, {info['users']:,} users, {sum(info['rows'].values()):,} rows "
+          f"in 4 tables ({sum(info['files'].values())} files), built in {gen_s:.1f}s at {lake}")
+
+    plan1 = child("cli", ["--config", cfg, "plan", "--subject-id", str(subject)])
+    sub = subprocess.run([PY, "-m", "erasure.cli", "--config", cfg, "request", "submit",
+                          "--subject-id", str(subject), "--json"], capture_output=True,
+                         text=True, cwd=ROOT, check=True)
+    rid = json.loads(sub.stdout)["request_id"]
+    run1 = child("cli", ["--config", cfg, "run", rid])
+    raw1 = child("raw-delete", {"tables": copies["one_delete"], "ids": [subject], "purge": False})
+    raw1p = child("raw-delete", {"tables": copies["one_purge"], "ids": [subject], "purge": True})
+
+    sub_many = child("cli", ["--config", cfg, "request", "submit", "--subjects-file", str(ids_file)])
+    run_many = child("cli", ["--config", cfg, "run", "--pending"])
+    rawm = child("raw-merge", {"tables": copies["many_merge"], "ids": many, "purge": False})
+    rawmp = child("raw-merge", {"tables": copies["many_purge"], "ids": many, "purge": True})
+
+    print("\none subject (id 42) across the 3 keyed tables")
+    print(row("erasure plan (dry run: count + residue scan)", plan1))
+    print(row("erasure run (plan, erase, purge, verify, ledger)", run1))
+    print(row("raw deltalake DELETE", raw1))
+    print(row("raw deltalake DELETE + VACUUM 0 + checkpoint + cleanup", raw1p))
+    print(f"\n{n_many:,} subjects across the 3 keyed tables")
+    print(row("erasure request submit --subjects-file", sub_many))
+    print(row("erasure run --pending (one pass per table)", run_many))
+    print(row("raw deltalake MERGE delete", rawm))
+    print(row("raw deltalake MERGE delete + VACUUM 0 + checkpoint + cleanup", rawmp))
+    print(f"\nrows deleted by raw: one subject {raw1['rows_deleted']}, "
+          f"{n_many:,} subjects {rawm['rows_deleted']:,}")
+    if os.environ.get("BENCH_KEEP") != "1":
+        shutil.rmtree(base)
+
+
+if __name__ == "__main__":
+    main()
