@@ -103,11 +103,13 @@ def main() -> None:
     base = Path(os.environ.get("BENCH_DIR", ROOT / "bench_lake")).resolve()
     if base.exists():
         shutil.rmtree(base)
-    sys.path.insert(0, str(ROOT))
-    from sample_lake.generate import generate
-
+    # generated in a child process: Linux carries a parent's peak RSS into children
+    # (ru_maxrss survives fork and exec), which would hide every child's own figure
     t0 = time.perf_counter()
-    info = generate(base / "lake", rows=rows, seed=7)
+    gen = subprocess.run([PY, "-m", "sample_lake.generate", "--out", str(base / "lake"),
+                          "--rows", str(rows), "--seed", "7", "--json"], capture_output=True,
+                         text=True, cwd=ROOT, check=True)
+    info = json.loads(gen.stdout)
     gen_s = time.perf_counter() - t0
     lake = Path(info["out_dir"])
     cfg = str(lake / "erasure.toml")

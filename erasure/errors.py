@@ -9,7 +9,9 @@
     │   └── UnknownRequestError                a request id that is not in the ledger
     ├── ErasureFailed                 exit 5   an erasure step failed (terminal until an operator acts)
     │   ├── GuardTripped                       deleted rows differ from planned rows beyond tolerance
-    │   └── VerificationFailed                 the subject is still readable after the erasure
+    │   ├── VerificationFailed                 the subject is still readable after the erasure
+    │   └── ConnectorError                     a dataset could not be read or written (the
+    │                                          library's message, with subject keys redacted)
     └── RetryableError                exit 75  operational: try again later (EX_TEMPFAIL)
         └── ConflictRetriesExhausted           concurrent writers kept winning the commit race
 
@@ -59,6 +61,10 @@ class GuardTripped(ErasureFailed):
 
 
 class VerificationFailed(ErasureFailed):
+    pass
+
+
+class ConnectorError(ErasureFailed):
     pass
 
 

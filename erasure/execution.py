@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from .errors import (ErasureError, GuardTripped, InputError, RetryableError)
+from .errors import ConnectorError, ErasureError, GuardTripped, InputError, RetryableError
 from .planning import Plan, Target, plan_erasures
 from .requests import RequestState, load_state
-from .subject import coerce_subject_id, short
+from .subject import coerce_subject_id, redact, short
 
 log = logging.getLogger("erasure.run")
 PHASES = ("erase", "purge", "verify")
@@ -66,6 +66,10 @@ class Runner:
         try:
             plans = plan_erasures(self.config, graph, registry, subjects)
             pairs = list(zip(todo, plans))
+        except ConnectorError as exc:
+            for rid in todo:
+                self._fail(rid, f"plan failed: {exc}")
+            return
         except InputError:
             pairs = []
             for rid in todo:   # isolate the bad subject; the others go ahead
@@ -154,7 +158,7 @@ class Runner:
                          dv_files_rewritten=res.dv_files_rewritten,
                          files_vacuumed=len(res.files_vacuumed),
                          log_files_removed=len(res.log_files_removed),
-                         folders_removed=len(res.folders_removed), full_vacuum=res.full_vacuum,
+                         folders_removed=len(res.folders_removed),
                          version_after=res.version_after,
                          time_travel_lost_before_version=res.version_after)
 
@@ -221,8 +225,10 @@ class Runner:
                 self._purge(conn, members, active)
                 active.update({m.request_id: load_state(self.ledger, m.request_id) for m in members})
                 self._verify(conn, members, active)
-            except (ErasureError, OSError) as exc:
-                msg = str(exc)
+            except Exception as exc:   # one boundary: connector errors become failed steps
+                msg = str(exc) if isinstance(exc, ErasureError) else (
+                    f"{t.name}: {t.connector} connector error: {type(exc).__name__}: "
+                    + redact(str(exc), [m.value for m in members])[:500])
                 phase = "erase"
                 for m in members:
                     st = load_state(self.ledger, m.request_id)

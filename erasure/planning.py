@@ -12,9 +12,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .config import Config
-from .errors import SubjectKeyTypeError, UnknownDatasetError
+from .errors import ConnectorError, ErasureError, SubjectKeyTypeError, UnknownDatasetError
 from .lineage.graph import LineageGraph, trace_subject_keys
-from .subject import coerce_subject_id, short
+from .subject import coerce_subject_id, redact, short
 
 PLAN_FORMAT = 1
 
@@ -153,8 +153,14 @@ def plan_erasures(config: Config, graph: LineageGraph, registry,
     per_subject: dict[str, list[Target]] = {hm: [] for hm, _ in subjects}
     for i, t in enumerate(targets):
         vals = [values[(i, hm)] for hm, _ in subjects]
-        counted = t.connector.count(t.namespace, t.name, t.column, list(dict.fromkeys(vals)),
-                                    with_residue=with_residue)
+        try:
+            counted = t.connector.count(t.namespace, t.name, t.column, list(dict.fromkeys(vals)),
+                                        with_residue=with_residue)
+        except ErasureError:
+            raise
+        except Exception as exc:   # the library's error, translated once, keys redacted
+            raise ConnectorError(f"{t.name}: cannot read with the {t.connector.name} connector: "
+                                 f"{type(exc).__name__}: {redact(str(exc), vals)[:500]}") from None
         after = residue_after(config, t)
         for hm, _ in subjects:
             v = values[(i, hm)]

@@ -120,3 +120,15 @@ def coerce_subject_id(subject_id: str, arrow_type_name: str, subject_hmac: str,
     raise SubjectKeyTypeError(
         f"the key column {where} has type {arrow_type_name}, which cannot be matched exactly "
         "(supported: integer and string columns); nothing was changed")
+
+
+def redact(message: str, values) -> str:
+    """Replace any subject key in a third-party error message with a placeholder, so
+    library errors (which may quote predicates or values) can be logged and recorded."""
+    import re
+
+    for v in sorted({str(x) for x in values if str(x)}, key=len, reverse=True):
+        left = r"(?<!\w)" if re.match(r"\w", v[:1]) else ""
+        right = r"(?!\w)" if re.match(r"\w", v[-1:]) else ""
+        message = re.sub(left + re.escape(v) + right, "<subject>", message)
+    return message

@@ -68,3 +68,29 @@ def test_lineage_ingest_reports_rejects_and_is_idempotent(lake, capsys):
     second = json.loads(out)
     assert code == 0 and second["files_unchanged"] == 1 and second["events_new"] == 0
     assert first["files_read"] + first["files_unchanged"] == 1
+
+
+def test_unreadable_table_is_a_recorded_failure_not_a_crash(tmp_path, capsys):
+    """The delta-rs `checkpoints` test table lost data files to an old VACUUM: reading fails."""
+    import shutil
+    from pathlib import Path
+
+    from erasure.cli import run_cli
+
+    src = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "delta-rs-tables" / "checkpoints"
+    table = tmp_path / "checkpoints"
+    shutil.copytree(src, table)
+    for p in [table, *table.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    cfg = tmp_path / "erasure.toml"
+    cfg.write_text('[[roots]]\nnamespace = "file"\nname = "checkpoints"\ncolumn = "value"\n')
+    # "x" is inside the files' statistics, so the reader must open the missing files
+    assert run_cli(["--config", str(cfg), "plan", "--subject-id", "x"]) == 5
+    err = capsys.readouterr().err
+    assert "cannot read with the delta connector" in err and "not found" in err
+    assert run_cli(["--config", str(cfg), "request", "submit", "--subject-id", "x",
+                    "--json"]) == 0
+    rid = json.loads(capsys.readouterr().out)["request_id"]
+    assert run_cli(["--config", str(cfg), "run", rid, "--json"]) == 5
+    out = json.loads(capsys.readouterr().out)
+    assert out["status"] == "failed" and "plan failed" in out["requests"][0]["errors"][0]

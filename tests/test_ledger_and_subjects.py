@@ -107,3 +107,11 @@ def test_unknown_request_is_an_input_error(tmp_path):
     led = Ledger(tmp_path / "l.db")
     with pytest.raises(UnknownRequestError):
         led.require("req-nope")
+
+
+def test_redact_removes_keys_from_library_messages_but_not_longer_numbers():
+    from erasure.subject import redact
+
+    msg = redact("Generic error: predicate k = 42 AND v = 420, path a-42.parquet", [42])
+    assert msg == "Generic error: predicate k = <subject> AND v = 420, path a-<subject>.parquet"
+    assert redact("name = 'o''neil'", ["o''neil"]) == "name = '<subject>'"

@@ -52,7 +52,6 @@ class PurgeResult:
     files_vacuumed: list[str] = field(default_factory=list)
     log_files_removed: list[str] = field(default_factory=list)
     folders_removed: list[str] = field(default_factory=list)
-    full_vacuum: bool = False
     version_after: int | None = None
 
 
@@ -177,9 +176,22 @@ class DeltaConnector:
         if root is None:
             return None
         dt = dt or self.open(namespace, name)
+        import pyarrow as pa
+
         fields = self._fields(dt)
         names = {column, fields.get(column, ("", column))[1]}
-        return scan_table_folder(root, self._live_files(dt, root), names, list(values))
+        sc = scan_table_folder(root, self._live_files(dt, root), names, list(values))
+        if column in dt.metadata().partition_columns:
+            # the key is in the log's partitionValues, not in the file (nor always in its
+            # folder name: Spark with column mapping uses random prefixes)
+            adds = pa.table(dt.get_add_actions(flatten=True))
+            col = f"partition.{column}"
+            if col in adds.column_names:
+                by_str = {str(v): v for v in values}
+                for path, pv in zip(adds.column("path").to_pylist(), adds.column(col).to_pylist()):
+                    if pv is not None and str(pv) in by_str:
+                        sc.add_live(by_str[str(pv)], unquote(path))
+        return sc
 
     def count(self, namespace: str, name: str, column: str, values: Sequence[Any],
               with_residue: bool = True) -> TargetCount:
@@ -318,6 +330,46 @@ class DeltaConnector:
             rewritten += 1
         raise ErasureFailed(f"{namespace}:{name}: soft-deleted rows remain after 50 rewrites")
 
+    def _remove_leftovers(self, root: Path, namespace: str, name: str, column: str,
+                          values: Sequence[Any]) -> list[str]:
+        """Delete what VACUUM and log cleanup leave: change-data and untracked files that
+        still hold a key, `.crc` files of commits that no longer exist (Spark's hold
+        per-file stats), and Hadoop `.name.crc` sidecars of vanished data files.
+
+        Targeted on purpose: `vacuum(full=True)` also deletes deletion-vector files that
+        live data files still use (delta-rs 1.6), and any concurrent writer's uncommitted
+        files; here only files proven to hold a key, or orphaned checksums, go."""
+        removed: list[str] = []
+        log = root / "_delta_log"
+        for f in sorted(log.iterdir()):
+            if f.suffix == ".crc" and f.stem.isdigit() and not (log / f"{f.stem}.json").exists():
+                f.unlink()
+                removed.append(f"_delta_log/{f.name}")
+        sc = self.scan(namespace, name, column, values)
+        for v in values:
+            for rel, kind in sc.residue(v).items():
+                p = root / rel
+                if kind in ("change data file", "data file") and p.is_file():
+                    p.unlink()
+                    removed.append(rel)
+        for dirpath, _, filenames in os.walk(root):
+            for fn in filenames:
+                if fn.startswith(".") and fn.endswith(".crc") and dirpath != str(log):
+                    if not (Path(dirpath) / fn[1:-4]).exists():
+                        (Path(dirpath) / fn).unlink()
+                        removed.append(os.path.relpath(Path(dirpath) / fn, root))
+        return removed
+
+    @staticmethod
+    def _remove_empty_folders(root: Path) -> list[str]:
+        removed = []
+        for dirpath, _, _ in os.walk(root, topdown=False):
+            p = Path(dirpath)
+            if p != root and "_delta_log" not in p.relative_to(root).parts and not any(p.iterdir()):
+                p.rmdir()
+                removed.append(os.path.relpath(p, root) + "/")
+        return removed
+
     def purge(self, namespace: str, name: str, column: str, values: Sequence[Any],
               tag: str) -> PurgeResult:
         """Remove every physical trace of `values` left after the logical delete."""
@@ -336,23 +388,10 @@ class DeltaConnector:
         dt = self.open(namespace, name)
         dt.create_checkpoint()
         dt.cleanup_metadata()
-        if root:
-            sc = self.scan(namespace, name, column, values)
-            leftover = {f for v in values for f, k in sc.residue(v).items()
-                        if not f.startswith("_delta_log/") and not f.endswith("/")}
-            if leftover:
-                # change data and untracked files: only a full vacuum removes them
-                res.full_vacuum = True
-                res.files_vacuumed += list(self.open(namespace, name).vacuum(
-                    retention_hours=0, dry_run=False, enforce_retention_duration=False,
-                    full=True))
         self.open(namespace, name).alter.set_table_properties(original)
         if root:
             res.log_files_removed = sorted(log_before - set(os.listdir(root / "_delta_log")))
-            for dirpath, dirnames, filenames in os.walk(root, topdown=False):
-                p = Path(dirpath)
-                if p != root and not any(p.iterdir()) and "_delta_log" not in p.parts:
-                    p.rmdir()
-                    res.folders_removed.append(os.path.relpath(p, root) + "/")
+            res.files_vacuumed += self._remove_leftovers(root, namespace, name, column, values)
+            res.folders_removed = self._remove_empty_folders(root)
         res.version_after = self.open(namespace, name).version()
         return res

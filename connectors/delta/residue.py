@@ -55,13 +55,19 @@ class _Matcher:
         self.names = names
         if self.is_int:
             self.int_re = re.compile(r"(?<![\w.])-?\d+(?![\w.])")
+        else:
+            # a key as a whole token: "42" matches `name = '42'` or `(name#1 = 42)`, not "420"
+            self.str_res = [(v, re.compile(
+                ("(?<!\\w)" if re.match(r"\w", v[:1]) else "")
+                + "(?:" + re.escape(v) + "|" + re.escape(v.replace("'", "''")) + ")"
+                + ("(?!\\w)" if re.match(r"\w", v[-1:]) else ""))) for v in self.values if v]
 
     def in_text(self, s: str) -> list[Any]:
         """Keys written into text (predicates): int keys as whole-number tokens, string keys
         as any occurrence (quoted and escaped forms included)."""
         if self.is_int:
             return [self.as_str[t] for t in self.int_re.findall(s) if t in self.as_str]
-        return [v for v in self.values if v in s or v.replace("'", "''") in s]
+        return [v for v, rx in self.str_res if rx.search(s)]
 
     def equal(self, x: Any) -> list[Any]:
         if x is None or isinstance(x, (dict, list)):
@@ -165,11 +171,13 @@ def scan_table_folder(root: Path, live_files: set[str], names: set[str],
     scan = FolderScan()
     m = _Matcher(values, names)
     for dirpath, dirnames, filenames in os.walk(root):
-        rel_dir = os.path.relpath(dirpath, root)
+        rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
         if rel_dir != ".":
-            for v in _partition_hits(rel_dir.replace(os.sep, "/") + "/", m):
-                if not filenames and not dirnames:
-                    scan.add_trace(v, rel_dir + "/", "empty partition folder named by the key")
+            for v in _partition_hits(rel_dir + "/", m):
+                # the folder's name is the key; it is a trace unless live rows are inside
+                # (those are reported as live files)
+                if not any(f.startswith(rel_dir + "/") for f in live_files):
+                    scan.add_trace(v, rel_dir + "/", "partition folder named by the key")
         for fn in filenames:
             full = Path(dirpath) / fn
             rel = os.path.relpath(full, root).replace(os.sep, "/")

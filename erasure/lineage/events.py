@@ -10,6 +10,7 @@ keeps what the graph needs: the job's namespace and each dataset's namespace and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -212,6 +213,9 @@ def validate_event(obj: Any, lenient: bool = False) -> LineageEvent:
         kind = "dataset"
     elif "job" in obj:
         kind = "job"
+    elif lenient and ("inputs" in obj or "outputs" in obj):
+        kind = "job"       # a partial event: keep its datasets under a job of its own
+        obj = {**obj, "job": {"namespace": "<unknown>"}}
     else:
         _fail("not an OpenLineage event: none of run, job or dataset is present")
 
@@ -249,7 +253,11 @@ def validate_event(obj: Any, lenient: bool = False) -> LineageEvent:
     jns = _str(job, "namespace", "job")
     jname = need("job.name", lambda: _str(job, "name", "job"))
     if jname is None:
-        jname = f"<unnamed job; run {run_id}>" if run_id else "<unnamed job>"
+        # without a name or run id nothing ties this event to another one: a job of its own,
+        # so unrelated partial events never share a node (and a false lineage edge)
+        ident = run_id or hashlib.sha256(
+            json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        jname = f"<unnamed job; {'run ' if run_id else 'event '}{ident}>"
     sides = []
     for side in ("inputs", "outputs"):
         items = obj.get(side, [])
