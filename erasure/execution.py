@@ -87,18 +87,20 @@ class Runner:
 
     # ---- one dataset --------------------------------------------------------------
     def _record(self, kind: str, m: Member, phase: str, **body) -> None:
-        self.ledger.append(m.request_id, kind, {"target": m.target.key, "phase": phase,
-                                                "namespace": m.target.namespace,
-                                                "name": m.target.name, **body})
+        full = {"target": m.target.key, "phase": phase, "namespace": m.target.namespace,
+                "name": m.target.name, **body}
+        self.ledger.append(m.request_id, kind, full)
+        # keep the in-memory state in step with the ledger (as `fold` would read it back)
+        self.states[m.request_id].steps[(m.target.key, phase)] = {**full, "state": kind.split(".")[1]}
 
-    def _erase(self, conn, members: list[Member], states) -> list[Member]:
+    def _erase(self, conn, members: list[Member]) -> None:
         t = members[0].target
         pending = [m for m in members
-                   if (states[m.request_id].step(t.key, "erase") or {}).get("state") != "completed"]
+                   if (self.states[m.request_id].step(t.key, "erase") or {}).get("state") != "completed"]
         if not pending:
-            return members
+            return
         earlier_tags = sorted({s["tag"] for m in pending
-                               if (s := states[m.request_id].step(t.key, "erase"))
+                               if (s := self.states[m.request_id].step(t.key, "erase"))
                                and s.get("tag")})
         values = list(dict.fromkeys(m.value for m in pending))
         planned_by_value: dict[Any, int] = {}
@@ -107,8 +109,9 @@ class Runner:
         planned = sum(planned_by_value.values())
         plan_version = min(m.target.table_version or 0 for m in pending)
         version = conn.open(t.namespace, t.name).version()
-        for m in pending:
-            self._record("step.started", m, "erase", tag=self.batch, table_version=version)
+        with self.ledger.transaction():
+            for m in pending:
+                self._record("step.started", m, "erase", tag=self.batch, table_version=version)
         already = conn.rows_deleted_by_tags(t.namespace, t.name, earlier_tags) if earlier_tags else 0
         live = conn.live_rows(t.namespace, t.name, t.column, values)
         allowed = conn.rows_written_since(t.namespace, t.name, plan_version)
@@ -127,76 +130,84 @@ class Runner:
                 f"{t.name}: the delete removed {res.rows_deleted + already} rows against "
                 f"{planned} planned (tolerance {allowed}); purge withheld, the rows can still be "
                 f"restored from version {res.version_before}")
-        for m in pending:
-            self._record("step.completed", m, "erase", tag=self.batch,
-                         rows_planned=m.target.rows, rows_live_before=live.get(m.value, 0),
-                         rows_deleted=live.get(m.value, 0), batch_rows_deleted=res.rows_deleted,
-                         batch_subjects=len(values), rows_deleted_earlier_attempt=already,
-                         rows_written_since_plan=allowed, version_before=res.version_before,
-                         version_after=res.version_after, files_removed=res.files_removed,
-                         files_added=res.files_added, conflicts_retried=res.conflicts_retried)
-        return members
+        with self.ledger.transaction():
+            for m in pending:
+                self._record(
+                    "step.completed", m, "erase", tag=self.batch, rows_planned=m.target.rows,
+                    rows_live_before=live.get(m.value, 0), rows_deleted=live.get(m.value, 0),
+                    batch_rows_deleted=res.rows_deleted, batch_subjects=len(values),
+                    rows_deleted_earlier_attempt=already, rows_written_since_plan=allowed,
+                    version_before=res.version_before, version_after=res.version_after,
+                    files_removed=res.files_removed, files_added=res.files_added,
+                    conflicts_retried=res.conflicts_retried)
 
-    def _purge(self, conn, members: list[Member], states) -> None:
+    def _purge(self, conn, members: list[Member]) -> None:
         t = members[0].target
         if self.config.delta.residue != "purge" or not conn.capabilities.physical_purge:
             return
         pending = [m for m in members
-                   if (states[m.request_id].step(t.key, "purge") or {}).get("state") != "completed"]
+                   if (self.states[m.request_id].step(t.key, "purge") or {}).get("state") != "completed"]
         if not pending:
             return
         # the audit record of the table's history must outlive the log cleanup
         self.ledger.append(None, "table.history", {
             "target": t.key, "requests": [m.request_id for m in pending], "batch": self.batch,
             "history": conn.history(t.namespace, t.name)})
-        for m in pending:
-            self._record("step.started", m, "purge", tag=self.batch)
+        with self.ledger.transaction():
+            for m in pending:
+                self._record("step.started", m, "purge", tag=self.batch)
         values = list(dict.fromkeys(m.value for m in pending))
         res = conn.purge(t.namespace, t.name, t.column, values, self.batch)
-        for m in pending:
-            self._record("step.completed", m, "purge", tag=self.batch,
-                         dv_files_rewritten=res.dv_files_rewritten,
-                         files_vacuumed=len(res.files_vacuumed),
-                         log_files_removed=len(res.log_files_removed),
-                         folders_removed=len(res.folders_removed),
-                         version_after=res.version_after,
-                         time_travel_lost_before_version=res.version_after)
+        with self.ledger.transaction():
+            for m in pending:
+                self._record("step.completed", m, "purge", tag=self.batch,
+                             dv_files_rewritten=res.dv_files_rewritten,
+                             files_removed=len(res.files_vacuumed),
+                             log_files_removed=len(res.log_files_removed),
+                             folders_removed=len(res.folders_removed),
+                             version_after=res.version_after,
+                             time_travel_lost_before_version=res.version_after)
 
-    def _verify(self, conn, members: list[Member], states) -> None:
+    def _verify(self, conn, members: list[Member]) -> None:
         t = members[0].target
         pending = [m for m in members
-                   if (states[m.request_id].step(t.key, "verify") or {}).get("state") != "completed"]
+                   if (self.states[m.request_id].step(t.key, "verify") or {}).get("state") != "completed"]
         if not pending:
             return
         values = list(dict.fromkeys(m.value for m in pending))
         counted = conn.count(t.namespace, t.name, t.column, values, with_residue=True)
         strict = self.config.delta.residue == "purge" and conn.capabilities.physical_purge
-        for m in pending:
-            rows = counted.rows.get(m.value, 0)
-            live_files = counted.files.get(m.value, [])
-            residue = counted.residue.get(m.value, [])
-            problems = []
-            if rows:
-                problems.append(f"{rows} rows still readable")
-            if live_files:
-                problems.append(f"{len(live_files)} live files still hold the subject's rows")
-            if strict and residue:
-                problems.append(f"residue in {len(residue)} files: {', '.join(residue[:3])}")
-            body = dict(rows_remaining=rows, live_files=live_files, residue=residue,
-                        table_version=counted.version, verified_at=_now(),
-                        residue_mode=t.residue_after.get("mode"),
-                        residue_until=t.residue_after.get("until"))
-            if problems:
-                msg = f"{t.name}: verification failed for {short(m.subject_hmac)}: " + "; ".join(problems)
-                self._record("step.failed", m, "verify", error=msg, **body)
-                self._fail(m.request_id, msg)
-            else:
-                self._record("step.completed", m, "verify", result="ok", **body)
+        with self.ledger.transaction():
+            for m in pending:
+                self._verify_one(m, t, counted, strict)
+
+    def _verify_one(self, m: Member, t: Target, counted, strict: bool) -> None:
+        rows = counted.rows.get(m.value, 0)
+        live_files = counted.files.get(m.value, [])
+        residue = counted.residue.get(m.value, [])
+        problems = []
+        if rows:
+            problems.append(f"{rows} rows still readable")
+        if live_files:
+            problems.append(f"{len(live_files)} live files still hold the subject's rows")
+        if strict and residue:
+            problems.append(f"residue in {len(residue)} files: {', '.join(residue[:3])}")
+        body = dict(rows_remaining=rows, live_files=live_files, residue=residue,
+                    table_version=counted.version, verified_at=_now(),
+                    residue_mode=t.residue_after.get("mode"),
+                    residue_until=t.residue_after.get("until"))
+        if problems:
+            msg = f"{t.name}: verification failed for {short(m.subject_hmac)}: " + "; ".join(problems)
+            self._record("step.failed", m, "verify", error=msg, **body)
+            self._fail(m.request_id, msg)
+        else:
+            self._record("step.completed", m, "verify", result="ok", **body)
 
     # ---- the whole run -------------------------------------------------------------
     def run(self, request_ids: list[str], replan: bool = False) -> list[Outcome]:
         states = {rid: load_state(self.ledger, rid) for rid in dict.fromkeys(request_ids)}
         active = {rid: st for rid, st in states.items() if not st.done}
+        self.states = active
         raw = {rid: self.engine.keys.unseal(self.ledger.sealed_subject(rid), rid)
                for rid in active}
         if active:
@@ -220,18 +231,16 @@ class Runner:
             t = members[0].target
             conn = self.engine.registry.get(t.connector)
             try:
-                self._erase(conn, members, active)
-                active.update({m.request_id: load_state(self.ledger, m.request_id) for m in members})
-                self._purge(conn, members, active)
-                active.update({m.request_id: load_state(self.ledger, m.request_id) for m in members})
-                self._verify(conn, members, active)
+                self._erase(conn, members)
+                self._purge(conn, members)
+                self._verify(conn, members)
             except Exception as exc:   # one boundary: connector errors become failed steps
                 msg = str(exc) if isinstance(exc, ErasureError) else (
                     f"{t.name}: {t.connector} connector error: {type(exc).__name__}: "
                     + redact(str(exc), [m.value for m in members])[:500])
                 phase = "erase"
                 for m in members:
-                    st = load_state(self.ledger, m.request_id)
+                    st = self.states[m.request_id]
                     open_steps = [ph for ph in PHASES
                                   if (st.step(t.key, ph) or {}).get("state") == "started"]
                     phase = open_steps[-1] if open_steps else phase
@@ -239,26 +248,25 @@ class Runner:
                                  retryable=isinstance(exc, RetryableError))
                     self._fail(m.request_id, msg)
                 log.error("%s", msg)
-        return [self._finish(rid, states[rid]) for rid in states]
+        with self.ledger.transaction():
+            return [self._finish(rid, states[rid]) for rid in states]
 
     def _finish(self, rid: str, before: RequestState) -> Outcome:
         if before.done:
             st = before
             return Outcome(rid, st.status, self._targets(st), st.plan.unresolved if st.plan else [],
                            ["already finished; nothing was repeated"])
-        st = load_state(self.ledger, rid)
+        st = load_state(self.ledger, rid)      # read back: the outcome is what the ledger holds
+        unresolved = st.plan.unresolved if st.plan else []
         if rid in self.failed:
             self.ledger.append(rid, "request.failed", {"error": "; ".join(self.failed[rid]),
                                                        "batch": self.batch})
-            st = load_state(self.ledger, rid)
-            return Outcome(rid, "failed", self._targets(st), st.plan.unresolved if st.plan else [],
-                           self.failed[rid])
-        status = "incomplete" if st.plan.unresolved else "completed"
+            return Outcome(rid, "failed", self._targets(st), unresolved, self.failed[rid])
+        status = "incomplete" if unresolved else "completed"
         self.ledger.append(rid, "request.completed", {
             "status": status, "batch": self.batch,
-            "targets": len(st.plan.targets), "unresolved": len(st.plan.unresolved)})
-        st = load_state(self.ledger, rid)
-        return Outcome(rid, status, self._targets(st), st.plan.unresolved, [])
+            "targets": len(st.plan.targets), "unresolved": len(unresolved)})
+        return Outcome(rid, status, self._targets(st), unresolved, [])
 
     @staticmethod
     def _targets(st: RequestState) -> list[dict[str, Any]]:

@@ -71,6 +71,8 @@ class Ledger:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        self._in_tx = False
+        self._tx_head: tuple[int, str] | None = None
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
 
@@ -92,20 +94,36 @@ class Ledger:
         finally:
             os.close(fd)
 
-    def append(self, request_id: str | None, kind: str, body: dict[str, Any]) -> Entry:
-        text = canonical(body)
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group appends into one durable commit (all or none). Re-entrant."""
+        if self._in_tx:
+            yield
+            return
         self.db.execute("BEGIN IMMEDIATE")
+        self._in_tx = True
         try:
-            row = self.db.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
-            seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
-            ts = now_iso()
-            h = entry_hash(prev, seq, ts, request_id, kind, text)
-            self.db.execute("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            (seq, ts, request_id, kind, text, prev, h))
+            yield
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
+        finally:
+            self._in_tx = False
+            self._tx_head = None
+
+    def append(self, request_id: str | None, kind: str, body: dict[str, Any]) -> Entry:
+        text = canonical(body)
+        with self.transaction():
+            # the head is read once per transaction: nobody else can write while we hold it
+            if self._tx_head is None:
+                self._tx_head = self.head()
+            seq, prev = self._tx_head[0] + 1, self._tx_head[1]
+            ts = now_iso()
+            h = entry_hash(prev, seq, ts, request_id, kind, text)
+            self.db.execute("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (seq, ts, request_id, kind, text, prev, h))
+            self._tx_head = (seq, h)
         return Entry(seq, ts, request_id, kind, body, prev, h)
 
     def seal_subject(self, request_id: str, sealed: bytes) -> None:
