@@ -203,6 +203,8 @@ def _print_outcomes(o: dict) -> None:
                 typer.echo(f"    residue kept until {t['residue_until']}: {len(t['residue'])} files")
         for u in r["unresolved"]:
             typer.echo(f"  UNRESOLVED {u['name']}: {u['reason']}")
+        for n in r.get("notes", []):
+            typer.echo(f"  note: {n}")
         for e in r["errors"]:
             typer.echo(f"  error: {e}", err=True)
     typer.echo(f"Overall: {o['status']}")

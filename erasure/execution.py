@@ -37,10 +37,11 @@ class Outcome:
     targets: list[dict[str, Any]] = field(default_factory=list)
     unresolved: list[dict[str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"request_id": self.request_id, "status": self.status, "targets": self.targets,
-                "unresolved": self.unresolved, "errors": self.errors}
+                "unresolved": self.unresolved, "errors": self.errors, "notes": self.notes}
 
 
 def _now() -> str:
@@ -255,7 +256,7 @@ class Runner:
         if before.done:
             st = before
             return Outcome(rid, st.status, self._targets(st), st.plan.unresolved if st.plan else [],
-                           ["already finished; nothing was repeated"])
+                           notes=["already finished; nothing was repeated"])
         st = load_state(self.ledger, rid)      # read back: the outcome is what the ledger holds
         unresolved = st.plan.unresolved if st.plan else []
         if rid in self.failed:

@@ -69,7 +69,8 @@ def test_rerun_is_idempotent(lake, capsys):
     versions = {n: _version(p) for n, p in lake.tables.items()}
     code, res = lake.cli_json(capsys, "run", rid)
     assert code == 0 and res["status"] == "completed"
-    assert "nothing was repeated" in res["requests"][0]["errors"][0]
+    assert "nothing was repeated" in res["requests"][0]["notes"][0]
+    assert res["requests"][0]["errors"] == []
     assert {n: _version(p) for n, p in lake.tables.items()} == versions
     code, st = lake.cli_json(capsys, "status", rid)
     assert st["status"] == "completed"
