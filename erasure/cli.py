@@ -9,17 +9,27 @@ from typing import List, Optional
 
 import typer
 
-EXIT_CODES = """Exit codes: 0 ok; 1 internal error; 2 usage error; 3 configuration error;
-4 bad input (malformed events, unknown dataset or request, wrong key type), nothing changed;
-5 erasure failed (step failed, guard tripped, verification failed); 6 erased, but datasets
-downstream of the subject are unresolved and need an operator; 75 try again later
-(concurrent writers, another run holds the ledger)."""
+EXIT_CODES = "\n\n".join([
+    "Exit codes:",
+    "0 ok",
+    "1 internal error",
+    "2 usage error",
+    "3 configuration error (missing or invalid config, missing subject key)",
+    "4 bad input, nothing changed (malformed events, unknown dataset or request, wrong key type)",
+    "5 erasure failed (a step failed, the guard stopped it, verification failed, a dataset "
+    "could not be read, the ledger does not verify)",
+    "6 erased, but datasets downstream of the subject are unresolved and need an operator",
+    "75 try again later (concurrent writers kept winning the commit race, or another run "
+    "holds the ledger)",
+])
 
 app = typer.Typer(help="GDPR Article 17 erasure across a data lake, with lineage and evidence.\n\n"
                   + EXIT_CODES, no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False)
 lineage_app = typer.Typer(help="Ingest and inspect OpenLineage events.", no_args_is_help=True)
 request_app = typer.Typer(help="Submit Article 17 requests.", no_args_is_help=True)
+ledger_app = typer.Typer(help="Inspect the ledger.", no_args_is_help=True)
+app.add_typer(ledger_app, name="ledger")
 app.add_typer(lineage_app, name="lineage")
 app.add_typer(request_app, name="request")
 
@@ -28,7 +38,7 @@ _state: dict = {}
 
 @app.callback()
 def _main(config: Optional[str] = typer.Option(
-        None, "--config", help="Config file [env ERASURE_CONFIG; default ./erasure.toml]")):
+        None, "--config", help="Config file (env ERASURE_CONFIG; default ./erasure.toml)")):
     _state.clear()
     _state["config"] = config
 
@@ -60,7 +70,8 @@ def lineage_ingest(files: List[Path] = typer.Argument(..., help="Event files (JS
 
     In strict mode a file with any malformed event is refused whole; exit 4 then."""
     eng = _engine()
-    rep = eng.ingest(list(files), lenient=lenient or None, force=force)
+    lenient = lenient or eng.config.lenient_events
+    rep = eng.ingest(list(files), lenient=lenient, force=force)
 
     def human(r):
         typer.echo(f"files read {r['files_read']}, unchanged {r['files_unchanged']}, "
@@ -196,9 +207,11 @@ def _print_outcomes(o: dict) -> None:
         typer.echo(f"{r['request_id']}: {r['status'].upper()}")
         for t in r["targets"]:
             mark = "verified" if t["verified"] else "NOT verified"
-            typer.echo(f"  {t['name']}: planned {t['rows_planned']}, deleted {t['rows_deleted']}, "
-                       f"remaining {t['rows_remaining']}, versions {t['version_before']}->"
-                       f"{t['version_after']}, {mark}")
+            def v(x):
+                return "-" if x is None else x
+            typer.echo(f"  {t['name']}: planned {t['rows_planned']}, deleted {v(t['rows_deleted'])}, "
+                       f"remaining {v(t['rows_remaining'])}, versions {v(t['version_before'])}->"
+                       f"{v(t['version_after'])}, {mark}")
             if t["residue"]:
                 typer.echo(f"    residue kept until {t['residue_until']}: {len(t['residue'])} files")
         for u in r["unresolved"]:
@@ -235,6 +248,9 @@ def run(request_ids: List[str] = typer.Argument(None, help="Request ids to execu
     if len(outcomes) == 1:
         out["request_id"] = outcomes[0].request_id
     _emit(out, as_json, _print_outcomes)
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed and all(o.retryable for o in failed):
+        raise typer.Exit(75)   # only lost commit races: run again later
     raise typer.Exit({"failed": 5, "incomplete": 6}.get(overall, 0))
 
 
@@ -256,6 +272,20 @@ def status(request_id: Optional[str] = typer.Argument(None),
             for t in s["targets"]:
                 typer.echo(f"    {t['name']}: " + ", ".join(f"{k} {v}" for k, v in t["steps"].items()))
     _emit(out, as_json, human)
+
+
+@ledger_app.command("verify")
+def ledger_verify(as_json: bool = typer.Option(False, "--json")):
+    """Recompute the ledger's hash chain; exit 5 naming the first entry that does not match."""
+    eng = _engine()
+    ok, n, problem = eng.ledger.verify_chain()
+    seq, head = eng.ledger.head()
+    out = {"ok": ok, "entries": n, "head": {"seq": seq, "hash": head}, "problem": problem}
+    _emit(out, as_json, lambda o: typer.echo(
+        f"ledger OK: {o['entries']} entries, head {o['head']['hash'][:16]}…" if o["ok"]
+        else f"ledger BROKEN: {o['problem']}"))
+    if not ok:
+        raise typer.Exit(5)
 
 
 def run_cli(argv: list[str] | None = None) -> int:

@@ -27,9 +27,13 @@ class Engine:
 
     @cached_property
     def keys(self):
+        """The subject key. Created on first use only: once the ledger holds requests, a
+        missing key is an error (a new key could neither open their sealed ids nor match
+        their HMACs)."""
         from .subject import SubjectKeys
 
-        return SubjectKeys.load(self.config.key_path)
+        has_requests = self.config.ledger_path.exists() and bool(self.ledger.request_ids())
+        return SubjectKeys.load(self.config.key_path, create=not has_requests)
 
     @cached_property
     def lineage_store(self):

@@ -38,10 +38,12 @@ class Outcome:
     unresolved: list[dict[str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    retryable: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"request_id": self.request_id, "status": self.status, "targets": self.targets,
-                "unresolved": self.unresolved, "errors": self.errors, "notes": self.notes}
+                "unresolved": self.unresolved, "errors": self.errors, "notes": self.notes,
+                "retryable": self.retryable}
 
 
 def _now() -> str:
@@ -55,6 +57,7 @@ class Runner:
         self.config = engine.config
         self.batch = "run-" + uuid.uuid4().hex[:16]
         self.failed: dict[str, list[str]] = {}
+        self.terminal: set[str] = set()    # failed requests that a plain retry will not fix
 
     # ---- planning ---------------------------------------------------------------
     def _plan(self, states: dict[str, RequestState], raw: dict[str, str], replan: bool) -> None:
@@ -83,8 +86,10 @@ class Runner:
             self.ledger.append(rid, "plan.recorded", {"plan": plan.to_json(), "batch": self.batch})
             states[rid] = load_state(self.ledger, rid)
 
-    def _fail(self, rid: str, error: str) -> None:
+    def _fail(self, rid: str, error: str, retryable: bool = False) -> None:
         self.failed.setdefault(rid, []).append(error)
+        if not retryable:
+            self.terminal.add(rid)
 
     # ---- one dataset --------------------------------------------------------------
     def _record(self, kind: str, m: Member, phase: str, **body) -> None:
@@ -92,7 +97,10 @@ class Runner:
                 "name": m.target.name, **body}
         self.ledger.append(m.request_id, kind, full)
         # keep the in-memory state in step with the ledger (as `fold` would read it back)
-        self.states[m.request_id].steps[(m.target.key, phase)] = {**full, "state": kind.split(".")[1]}
+        st = self.states[m.request_id]
+        st.steps[(m.target.key, phase)] = {**full, "state": kind.split(".")[1]}
+        if body.get("tag"):
+            st.tags.setdefault((m.target.key, phase), set()).add(body["tag"])
 
     def _erase(self, conn, members: list[Member]) -> None:
         t = members[0].target
@@ -100,9 +108,9 @@ class Runner:
                    if (self.states[m.request_id].step(t.key, "erase") or {}).get("state") != "completed"]
         if not pending:
             return
-        earlier_tags = sorted({s["tag"] for m in pending
-                               if (s := self.states[m.request_id].step(t.key, "erase"))
-                               and s.get("tag")})
+        # tags of every earlier attempt (crashed or stopped): their commits count as deleted
+        earlier_tags = sorted(set().union(*(self.states[m.request_id].tags.get((t.key, "erase"), set())
+                                            for m in pending)))
         values = list(dict.fromkeys(m.value for m in pending))
         planned_by_value: dict[Any, int] = {}
         for m in pending:
@@ -150,6 +158,15 @@ class Runner:
                    if (self.states[m.request_id].step(t.key, "purge") or {}).get("state") != "completed"]
         if not pending:
             return
+        erased = sum((self.states[m.request_id].step(t.key, "erase") or {}).get("rows_deleted", 0)
+                     or 0 for m in pending)
+        if not erased and not any(m.target.rows or m.target.residue_now for m in pending):
+            # the table never held these subjects: nothing to purge, its history is kept
+            with self.ledger.transaction():
+                for m in pending:
+                    self._record("step.completed", m, "purge", tag=self.batch, skipped=True,
+                                 reason="no rows and no residue of the subject were found")
+            return
         # the audit record of the table's history must outlive the log cleanup
         self.ledger.append(None, "table.history", {
             "target": t.key, "requests": [m.request_id for m in pending], "batch": self.batch,
@@ -180,9 +197,9 @@ class Runner:
         strict = self.config.delta.residue == "purge" and conn.capabilities.physical_purge
         with self.ledger.transaction():
             for m in pending:
-                self._verify_one(m, t, counted, strict)
+                self._verify_one(conn, m, t, counted, strict)
 
-    def _verify_one(self, m: Member, t: Target, counted, strict: bool) -> None:
+    def _verify_one(self, conn, m: Member, t: Target, counted, strict: bool) -> None:
         rows = counted.rows.get(m.value, 0)
         live_files = counted.files.get(m.value, [])
         residue = counted.residue.get(m.value, [])
@@ -196,7 +213,9 @@ class Runner:
         body = dict(rows_remaining=rows, live_files=live_files, residue=residue,
                     table_version=counted.version, verified_at=_now(),
                     residue_mode=t.residue_after.get("mode"),
-                    residue_until=t.residue_after.get("until"))
+                    residue_until=(conn.residue_deadline(t.namespace, t.name)
+                                   if residue and t.residue_after.get("mode") == "keep-history"
+                                   else None))
         if problems:
             msg = f"{t.name}: verification failed for {short(m.subject_hmac)}: " + "; ".join(problems)
             self._record("step.failed", m, "verify", error=msg, **body)
@@ -247,7 +266,7 @@ class Runner:
                     phase = open_steps[-1] if open_steps else phase
                     self._record("step.failed", m, phase, error=msg,
                                  retryable=isinstance(exc, RetryableError))
-                    self._fail(m.request_id, msg)
+                    self._fail(m.request_id, msg, retryable=isinstance(exc, RetryableError))
                 log.error("%s", msg)
         with self.ledger.transaction():
             return [self._finish(rid, states[rid]) for rid in states]
@@ -262,7 +281,8 @@ class Runner:
         if rid in self.failed:
             self.ledger.append(rid, "request.failed", {"error": "; ".join(self.failed[rid]),
                                                        "batch": self.batch})
-            return Outcome(rid, "failed", self._targets(st), unresolved, self.failed[rid])
+            return Outcome(rid, "failed", self._targets(st), unresolved, self.failed[rid],
+                           retryable=rid not in self.terminal)
         status = "incomplete" if unresolved else "completed"
         self.ledger.append(rid, "request.completed", {
             "status": status, "batch": self.batch,

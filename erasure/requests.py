@@ -51,6 +51,7 @@ class RequestState:
     steps: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     entries: int = 0
+    tags: dict[tuple[str, str], set[str]] = field(default_factory=dict)   # every attempt's tag
 
     @property
     def done(self) -> bool:
@@ -85,10 +86,13 @@ def fold(entries: list[Entry]) -> RequestState:
         if e.kind == "plan.recorded":
             st.plan = Plan.from_json(b["plan"])
             st.steps = {}
+            st.tags = {}
             st.status = "running"
         elif e.kind in ("step.started", "step.completed", "step.failed"):
             state = e.kind.split(".")[1]
             st.steps[(b["target"], b["phase"])] = {**b, "state": state}
+            if b.get("tag"):
+                st.tags.setdefault((b["target"], b["phase"]), set()).add(b["tag"])
             if state == "failed":
                 st.errors.append(b.get("error", "step failed"))
         elif e.kind == "request.completed":

@@ -94,3 +94,28 @@ def test_unreadable_table_is_a_recorded_failure_not_a_crash(tmp_path, capsys):
     assert run_cli(["--config", str(cfg), "run", rid, "--json"]) == 5
     out = json.loads(capsys.readouterr().out)
     assert out["status"] == "failed" and "plan failed" in out["requests"][0]["errors"][0]
+
+
+def test_missing_subject_key_with_existing_requests_is_exit_3(lake, capsys):
+    code, out = lake.cli("request", "submit", "--subject-id", "42", "--json", capsys=capsys)
+    rid = json.loads(out)["request_id"]
+    (lake.root / ".erasure" / "keys" / "subject.key").unlink()
+    assert lake.cli("run", rid, capsys=capsys)[0] == 3
+    assert "does not exist" in lake.last_err
+    assert not (lake.root / ".erasure" / "keys" / "subject.key").exists()
+
+
+def test_ledger_verify_names_the_edited_entry(lake, capsys):
+    import sqlite3
+
+    lake.cli("request", "submit", "--subject-id", "42", capsys=capsys)
+    lake.cli("request", "submit", "--subject-id", "43", capsys=capsys)
+    code, out = lake.cli("ledger", "verify", "--json", capsys=capsys)
+    assert code == 0 and json.loads(out)["ok"] is True
+    db = sqlite3.connect(lake.root / ".erasure" / "ledger.db")
+    db.execute("DROP TRIGGER entries_no_update")
+    db.execute("UPDATE entries SET body = replace(body, 'received_at', 'received_At') WHERE seq = 1")
+    db.commit()
+    db.close()
+    code, out = lake.cli("ledger", "verify", "--json", capsys=capsys)
+    assert code == 5 and json.loads(out)["problem"] == "entry 1 does not match its hash"

@@ -142,3 +142,37 @@ def test_concurrent_writer_loses_nothing_when_it_wins_the_race(lake):
 def rows_without_from(t: pa.Table) -> list[tuple]:
     names = sorted(t.column_names)
     return [tuple(str(r[n]) for n in names) for r in t.to_pylist()]
+
+
+def test_lost_commit_races_are_retryable_and_exit_75(lake):
+    raw = lake.tables["raw/reviews"]
+
+    def always_compact(uri, attempt):
+        if uri == raw:
+            write_deltalake(uri, DeltaTable(uri).to_pyarrow_table().slice(0, 1), mode="append")
+            DeltaTable(uri).optimize.compact()
+
+    rid = submit_for(lake, "42")
+    cfg = load_config(lake.config)
+    from dataclasses import replace
+    cfg = replace(cfg, delta=replace(cfg.delta, max_conflict_retries=1))
+    eng = Engine(cfg, registry=ConnectorRegistry([DeltaConnector(cfg.delta, before_commit=always_compact)]))
+    [out] = Runner(eng).run([rid])
+    assert out.status == "failed" and out.retryable
+    assert "commit attempts lost" in out.errors[0]
+    assert 42 in read_table(raw).column("user_id").to_pylist()   # nothing half-done
+    # the next run (no more competing writer) finishes the job
+    [out] = Runner(engine_with(lake, DeltaConnector)).run([rid])
+    assert out.status == "completed", out.errors
+
+
+def test_erasing_an_absent_subject_changes_no_table(lake):
+    versions = {n: DeltaTable(p).version() for n, p in lake.tables.items()}
+    rid = submit_for(lake, "987654321")
+    eng = engine_with(lake, DeltaConnector)
+    [out] = Runner(eng).run([rid])
+    assert out.status == "completed"
+    assert {n: DeltaTable(p).version() for n, p in lake.tables.items()} == versions
+    purges = [e.body for e in eng.ledger.entries(rid)
+              if e.kind == "step.completed" and e.body["phase"] == "purge"]
+    assert len(purges) == 3 and all(p["skipped"] for p in purges)
