@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .errors import ConnectorError, ErasureError, GuardTripped, InputError, RetryableError
-from .planning import Plan, Target, plan_erasures
+from .planning import Target, plan_erasures
 from .requests import RequestState, load_state
 from .subject import coerce_subject_id, redact, short
 
@@ -244,7 +244,7 @@ class Runner:
                     self._fail(rid, str(exc))
                     continue
                 groups.setdefault(t.key, []).append(Member(rid, st.subject_hmac, t, v))
-        for key, members in groups.items():
+        for members in groups.values():
             members = [m for m in members if m.request_id not in self.failed]
             if not members:
                 continue

@@ -170,7 +170,7 @@ def scan_table_folder(root: Path, live_files: set[str], names: set[str],
 
     scan = FolderScan()
     m = _Matcher(values, names)
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _, filenames in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
         if rel_dir != ".":
             for v in _partition_hits(rel_dir + "/", m):
