@@ -77,7 +77,9 @@ def test_unreadable_table_is_a_recorded_failure_not_a_crash(tmp_path, capsys):
 
     from erasure.cli import run_cli
 
-    src = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "delta-rs-tables" / "checkpoints"
+    from conftest import TESTDATA
+
+    src = TESTDATA / "delta-rs-tables" / "checkpoints"
     table = tmp_path / "checkpoints"
     shutil.copytree(src, table)
     for p in [table, *table.rglob("*")]:

@@ -23,7 +23,9 @@ from deltalake import DeltaTable, QueryBuilder, write_deltalake
 from connectors.delta import DeltaConnector
 from erasure.config import DeltaSettings
 
-TESTDATA = Path("/work/shared/testdata/delta-rs-tables")
+from conftest import TESTDATA as _SHARED
+
+TESTDATA = _SHARED / "delta-rs-tables"
 NS = "file"
 
 

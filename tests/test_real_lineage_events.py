@@ -17,7 +17,9 @@ from erasure.lineage.events import parse_file, validate_event
 from erasure.lineage.graph import LineageGraph, trace_subject_keys
 from erasure.lineage.store import LineageStore
 
-EVENTS = Path("/work/shared/testdata/openlineage-events")
+from conftest import TESTDATA as _SHARED
+
+EVENTS = _SHARED / "openlineage-events"
 MARQUEZ = EVENTS / "marquez"
 DBT = EVENTS / "openlineage-dbt"
 SPARK = EVENTS / "openlineage-spark-delta"
