@@ -73,7 +73,6 @@ def test_lineage_ingest_reports_rejects_and_is_idempotent(lake, capsys):
 def test_unreadable_table_is_a_recorded_failure_not_a_crash(tmp_path, capsys):
     """The delta-rs `checkpoints` test table lost data files to an old VACUUM: reading fails."""
     import shutil
-    from pathlib import Path
 
     from erasure.cli import run_cli
 
