@@ -13,5 +13,11 @@ __all__ = ["Connector", "ConnectorRegistry", "default_registry"]
 
 def default_registry(config) -> ConnectorRegistry:
     from .delta import DeltaConnector
+    from .parquet import ParquetConnector
 
-    return ConnectorRegistry([DeltaConnector(config.delta)])
+    connectors = [DeltaConnector(config.delta), ParquetConnector()]
+    if config.feast_repos:
+        from .feast import FeastConnector   # light: feast itself loads on first use
+
+        connectors.append(FeastConnector(config.feast_repos))
+    return ConnectorRegistry(connectors)

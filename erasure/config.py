@@ -54,6 +54,7 @@ class Config:
     roots: tuple[Root, ...]
     overrides: tuple[DatasetOverride, ...]
     delta: DeltaSettings
+    feast_repos: tuple[Path, ...] = ()
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
 
     def override_for(self, namespace: str, name: str) -> DatasetOverride | None:
@@ -152,7 +153,19 @@ def load_config(path: Path) -> Config:
         raise ConfigError(f"{path}: [delta.storage_options] must be a table of strings")
     delta = DeltaSettings(residue, retries, {str(k): str(v) for k, v in storage.items()})
 
+    feast_repos = []
+    feast_raw = raw.get("feast", [])
+    if not isinstance(feast_raw, list):
+        raise ConfigError(f"{path}: feast repos are [[feast]] entries, each with repo = \"...\"")
+    for i, f in enumerate(feast_raw):
+        where = f"{path}: [[feast]] #{i + 1}"
+        repo = _resolve(base, _req_str(f, "repo", where))
+        if not (repo / "feature_store.yaml").is_file():
+            raise ConfigError(f"{where}: no feature_store.yaml in {repo}")
+        feast_repos.append(repo)
+
     return Config(path=path.resolve(), base_dir=base, ledger_path=ledger_path, key_path=key_path,
                   lineage_store=store, event_globs=globs,
                   lenient_events=bool(lineage.get("lenient", False)), roots=tuple(roots),
-                  overrides=tuple(overrides), delta=delta, raw=raw)
+                  overrides=tuple(overrides), delta=delta, feast_repos=tuple(feast_repos),
+                  raw=raw)

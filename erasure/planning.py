@@ -33,6 +33,7 @@ class Target:
     table_version: int | None
     residue_now: list[str]            # traces outside live data (old files, change data, log)
     residue_after: dict[str, Any]     # what remains once erased, and until when
+    details: dict[str, Any] = field(default_factory=dict)   # connector facts (online store...)
 
     @property
     def key(self) -> str:
@@ -47,6 +48,7 @@ class Plan:
     unresolved: list[dict[str, str]]
     out_of_scope: list[dict[str, str]]
     notes: list[str] = field(default_factory=list)
+    untouched: list[dict[str, str]] = field(default_factory=list)   # e.g. feature views not fed by the subject
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -60,7 +62,7 @@ class Plan:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Plan":
         return cls(d["subject"]["hmac"], d["created_at"], [Target(**t) for t in d["targets"]],
-                   d["unresolved"], d["out_of_scope"], d.get("notes", []))
+                   d["unresolved"], d["out_of_scope"], d.get("notes", []), d.get("untouched", []))
 
     def canonical(self) -> str:
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
@@ -79,7 +81,8 @@ class ResolvedTarget:
     derived_from: dict | None
 
 
-def resolve_targets(config: Config, graph: LineageGraph, registry
+def resolve_targets(config: Config, graph: LineageGraph, registry,
+                    untouched: list[dict] | None = None
                     ) -> tuple[list[ResolvedTarget], list[dict], list[dict]]:
     overrides = {graph.canonical((o.namespace, o.name)): (o.column, o.exclude)
                  for o in config.overrides}
@@ -116,6 +119,16 @@ def resolve_targets(config: Config, graph: LineageGraph, registry
             via = {"namespace": k.via[0][0], "name": k.via[0][1], "column": k.via[1],
                    "job": f"{k.job[0]}:{k.job[1]}" if k.job else None}
         targets.append(ResolvedTarget(ns, name, conn, k.column, typ, k.how, via))
+    # stores fed by those datasets (feature views): connectors that derive their targets
+    for conn in registry.connectors:
+        if hasattr(conn, "derive_targets"):
+            more, more_unresolved, left = conn.derive_targets(graph, list(targets), unresolved)
+            targets.extend(more)
+            unresolved.extend(more_unresolved)
+            if untouched is not None:
+                untouched.extend(left)
+    # sources before the stores materialized from them
+    targets.sort(key=lambda t: t.connector.capabilities.erase_order)
     return targets, unresolved, out_of_scope
 
 
@@ -130,24 +143,14 @@ def typed_values(targets: list[ResolvedTarget], subjects: list[tuple[str, str]]
 
 
 def residue_after(config: Config, t: ResolvedTarget) -> dict[str, Any]:
-    if not t.connector.capabilities.physical_purge:
-        return {"mode": "none", "remains": ["connector cannot purge physically"], "until": None}
-    if config.delta.residue == "purge":
-        return {"mode": "purge", "remains": [], "until": None,
-                "note": ("old data files vacuumed, change data removed, log checkpointed and "
-                         "older commits deleted: time travel to earlier versions is lost")}
-    return {"mode": "keep-history",
-            "remains": ["old data files with the subject's rows (time travel)",
-                        "change data files", "log entries (statistics, predicates)"],
-            "until": t.connector.residue_deadline(t.namespace, t.name),
-            "note": ("removed by the table's own VACUUM and log cleanup once the retention "
-                     "periods pass; run them on schedule")}
+    return t.connector.residue_after(config.delta.residue, t.namespace, t.name)
 
 
 def plan_erasures(config: Config, graph: LineageGraph, registry,
                   subjects: list[tuple[str, str]], with_residue: bool = True) -> list[Plan]:
     """One plan per subject (hmac, raw id), measured in one pass per dataset."""
-    targets, unresolved, out_of_scope = resolve_targets(config, graph, registry)
+    untouched: list[dict] = []
+    targets, unresolved, out_of_scope = resolve_targets(config, graph, registry, untouched)
     values = typed_values(targets, subjects)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     per_subject: dict[str, list[Target]] = {hm: [] for hm, _ in subjects}
@@ -167,11 +170,12 @@ def plan_erasures(config: Config, graph: LineageGraph, registry,
             per_subject[hm].append(Target(
                 t.namespace, t.name, t.connector.name, t.column, t.key_type, t.how,
                 t.derived_from, counted.rows.get(v, 0), counted.files.get(v, []),
-                counted.version, counted.residue.get(v, []), after))
+                counted.version, counted.residue.get(v, []), after,
+                counted.details.get(v, {})))
     notes = [f"{t.name}: key column {t.column} matched by name (no column lineage)"
              for t in targets if t.how == "name_match"]
-    return [Plan(hm, now, per_subject[hm], list(unresolved), list(out_of_scope), notes)
-            for hm, _ in subjects]
+    return [Plan(hm, now, per_subject[hm], list(unresolved), list(out_of_scope), notes,
+                 list(untouched)) for hm, _ in subjects]
 
 
 __all__ = ["Plan", "Target", "plan_erasures", "resolve_targets", "SubjectKeyTypeError", "short"]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import re
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -25,7 +24,7 @@ from urllib.parse import unquote
 from erasure.config import DeltaSettings
 from erasure.errors import ConflictRetriesExhausted, ErasureFailed, UnknownDatasetError
 
-from ..base import Capabilities, TargetCount
+from ..base import Capabilities, EraseResult, PurgeResult, TargetCount
 from .residue import FolderScan, scan_table_folder
 from .sql import count_by_key_sql, quote_ident
 
@@ -34,25 +33,6 @@ DEFAULT_LOG_RETENTION = "interval 30 days"
 DEFAULT_FILE_RETENTION = "interval 1 weeks"
 SQL_CHUNK = 500
 KEY_FIELD = "__erasure_key"
-
-
-@dataclass
-class EraseResult:
-    rows_deleted: int
-    version_before: int
-    version_after: int
-    files_removed: int
-    files_added: int
-    conflicts_retried: int
-
-
-@dataclass
-class PurgeResult:
-    dv_files_rewritten: int = 0
-    files_vacuumed: list[str] = field(default_factory=list)
-    log_files_removed: list[str] = field(default_factory=list)
-    folders_removed: list[str] = field(default_factory=list)
-    version_after: int | None = None
 
 
 def parse_interval(text: str) -> timedelta:
@@ -68,7 +48,8 @@ def parse_interval(text: str) -> timedelta:
 class DeltaConnector:
     name = "delta"
     capabilities = Capabilities(
-        physical_purge=True, residue_scan=True, batch=True,
+        physical_purge=True, residue_scan=True, batch=True, traceable_attempts=True,
+        erase_order=0,
         notes=("residue scan covers local tables only; object-store tables are erased and "
                "purged but their folder is not listed",))
 
@@ -148,6 +129,21 @@ class DeltaConnector:
                 if key is not None:
                     counts[key] += int(n)
         return counts
+
+    def table_version(self, namespace: str, name: str) -> int | None:
+        return self.open(namespace, name).version()
+
+    def residue_after(self, mode: str, namespace: str, name: str) -> dict[str, Any]:
+        if mode == "purge":
+            return {"mode": "purge", "remains": [], "until": None,
+                    "note": ("old data files vacuumed, change data removed, log checkpointed "
+                             "and older commits deleted: time travel to earlier versions is lost")}
+        return {"mode": "keep-history",
+                "remains": ["old data files with the subject's rows (time travel)",
+                            "change data files", "log entries (statistics, predicates)"],
+                "until": self.residue_deadline(namespace, name),
+                "note": ("removed by the table's own VACUUM and log cleanup once the retention "
+                         "periods pass; run them on schedule")}
 
     def live_rows(self, namespace: str, name: str, column: str,
                   values: Sequence[Any]) -> dict[Any, int]:

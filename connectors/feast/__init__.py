@@ -1,0 +1,173 @@
+"""Feast connector: erase a subject's entity rows from feature stores, online and offline.
+
+Feast has no API that deletes one entity. The connector finds the feature views whose batch
+source is a dataset holding the subject (through the lineage trace), builds the entity keys
+exactly as Feast does (the join key's declared type, the repo's serialization version,
+every join key of a composite key), and deletes them from the online store: SQLite (rows,
+with `secure_delete` so freed pages are zeroed; `value_text` copies go with the rows) or
+Redis (the view's fields of the entity's hash, the hash itself when no other view shares it).
+
+The offline source is erased by its own connector (Delta or Parquet) and always first:
+Feast's file offline store reads Parquet files without the Delta log, so an unpurged old
+file would let `feast materialize` restore the subject. Verification therefore asks
+`get_online_features`, looks in the store, and reads the source files the way Feast does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from erasure.errors import UnknownDatasetError
+
+from ..base import Capabilities, EraseResult, PurgeResult, TargetCount
+from .keys import KEY_TYPES, FeatureViewInfo, FeastRepo
+
+SUPPORTED_ONLINE = ("sqlite", "redis")
+CHUNK = 500
+
+
+class FeastConnector:
+    name = "feast"
+    capabilities = Capabilities(
+        physical_purge=False, residue_scan=True, batch=True, traceable_attempts=False,
+        erase_order=10,
+        notes=("runs after the offline sources are erased and purged, so a materialize "
+               "cannot restore the subject",
+               "online stores supported: sqlite, redis; others are reported unsupported"))
+
+    def __init__(self, repos: Sequence[Path]):
+        self.repos = [FeastRepo(Path(r)) for r in repos]
+
+    # ---- identity -------------------------------------------------------------------
+    def repo_for(self, namespace: str) -> FeastRepo:
+        for r in self.repos:
+            if r.namespace == namespace:
+                return r
+        raise UnknownDatasetError(f"no configured Feast repo for {namespace}")
+
+    def handles(self, namespace: str, name: str) -> bool:
+        return any(r.namespace == namespace for r in self.repos)
+
+    def view(self, namespace: str, name: str) -> FeatureViewInfo:
+        return self.repo_for(namespace).view(name)
+
+    def key_type(self, namespace: str, name: str, column: str) -> str | None:
+        v = self.view(namespace, name)
+        return v.join_key_types.get(column)
+
+    # ---- lineage join -----------------------------------------------------------------
+    def derive_targets(self, graph, dataset_targets: list, unresolved: list[dict]):
+        """Feature views fed by a dataset that holds the subject, with the join key that
+        carries it; views that cannot be resolved; views left untouched (and why)."""
+        from erasure.planning import ResolvedTarget
+
+        keyed = {}
+        for t in dataset_targets:
+            keyed.setdefault(graph.canonical((t.namespace, t.name)), []).append(t.column)
+        unresolved_ids = {graph.canonical((u["namespace"], u["name"])) for u in unresolved}
+        targets, more_unresolved, untouched = [], [], []
+        for repo in self.repos:
+            for v in repo.views():
+                src = graph.canonical(v.source) if v.source else None
+                ident = {"namespace": repo.namespace, "name": v.name}
+                if src in keyed:
+                    cols = keyed[src]
+                    jks = [jk for jk in v.join_keys if v.source_column(jk) in cols]
+                    if not jks:
+                        more_unresolved.append({**ident, "reason": (
+                            f"feature view reads {src[1]}, which holds the subject key "
+                            f"{', '.join(cols)}, but none of its join keys "
+                            f"{', '.join(v.join_keys)} maps to it")})
+                        continue
+                    if repo.online_type not in SUPPORTED_ONLINE and v.online:
+                        more_unresolved.append({**ident, "reason": (
+                            f"online store type {repo.online_type!r} is not supported "
+                            f"(supported: {', '.join(SUPPORTED_ONLINE)}); erase it by hand")})
+                        continue
+                    for jk in jks:
+                        typ = v.join_key_types.get(jk)
+                        if typ is None:
+                            more_unresolved.append({**ident, "reason": (
+                                f"join key {jk} has value type {v.raw_types.get(jk)}, which "
+                                f"cannot be matched exactly (supported: {', '.join(KEY_TYPES)})")})
+                            continue
+                        targets.append(ResolvedTarget(
+                            repo.namespace, v.name, self, jk, typ, "feature_view",
+                            {"namespace": src[0], "name": src[1], "column": v.source_column(jk),
+                             "job": None}))
+                elif src in unresolved_ids:
+                    more_unresolved.append({**ident, "reason": (
+                        f"feature view reads {src[1]}, which is downstream of the subject "
+                        "but unresolved")})
+                else:
+                    untouched.append({**ident, "reason": (
+                        "batch source is not downstream of the roots"
+                        if src else "feature view has no file batch source")})
+        return targets, more_unresolved, untouched
+
+    # ---- measuring ------------------------------------------------------------------
+    def count(self, namespace: str, name: str, column: str, values: Sequence[Any],
+              with_residue: bool = True) -> TargetCount:
+        repo = self.repo_for(namespace)
+        v = repo.view(name)
+        keys = repo.entity_keys(v, column, values)
+        present = repo.online_present(v, keys)
+        rows = {val: sum(1 for k in keys[val] if k in present) for val in values}
+        residue: dict[Any, list[str]] = {val: [] for val in values}
+        details: dict[Any, dict[str, Any]] = {}
+        offline = repo.offline_rows(v, column, values) if with_residue else {}
+        served = repo.served(v, column, values) if with_residue else {}
+        for val in values:
+            details[val] = {"online_store": repo.online_type, "online_keys": rows[val],
+                            "offline_rows_feast_reads": offline.get(val),
+                            "served_by_get_online_features": served.get(val)}
+            if served.get(val):
+                residue[val].append("online: get_online_features still serves the entity")
+            if offline.get(val):
+                residue[val].append(f"offline: {offline[val]} rows in the source files Feast "
+                                    "reads (a materialize would restore them)")
+        return TargetCount(rows=rows, files={val: [] for val in values}, version=None,
+                           residue=residue, details=details)
+
+    def table_version(self, namespace: str, name: str) -> int | None:
+        return None
+
+    def live_rows(self, namespace: str, name: str, column: str,
+                  values: Sequence[Any]) -> dict[Any, int]:
+        return self.count(namespace, name, column, values, with_residue=False).rows
+
+    def rows_written_since(self, namespace: str, name: str, version: int | None,
+                           upto: int | None = None) -> int:
+        # every key deleted is built from the subject's own id, so the delete cannot reach
+        # another entity; a materialize may have (re)written the subject's own keys since
+        # the plan, which the tolerance admits
+        return 1 << 30
+
+    def rows_deleted_by_tags(self, namespace: str, name: str, tags: Sequence[str]) -> int:
+        return 0
+
+    # ---- erasing --------------------------------------------------------------------
+    def erase(self, namespace: str, name: str, column: str, values: Sequence[Any],
+              tag: str) -> EraseResult:
+        repo = self.repo_for(namespace)
+        v = repo.view(name)
+        keys = repo.entity_keys(v, column, values)
+        deleted = repo.delete_online(v, [k for ks in keys.values() for k in ks])
+        return EraseResult(rows_deleted=deleted, version_before=None, version_after=None,
+                           files_removed=0, files_added=0)
+
+    def history(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        return []
+
+    def purge(self, namespace: str, name: str, column: str, values: Sequence[Any],
+              tag: str) -> PurgeResult:
+        return PurgeResult(notes=["nothing to purge beyond the delete"])
+
+    def residue_after(self, mode: str, namespace: str, name: str) -> dict[str, Any]:
+        repo = self.repo_for(namespace)
+        note = {"sqlite": "rows deleted with secure_delete (freed pages zeroed)",
+                "redis": ("fields deleted from the entity's hash; Redis persistence files "
+                          "(RDB/AOF) keep old values until they are rewritten")}.get(
+            repo.online_type, "unsupported online store")
+        return {"mode": "delete", "remains": [], "until": None, "note": note}

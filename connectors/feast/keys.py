@@ -1,0 +1,282 @@
+"""One Feast repo as the connector sees it: its views, their keys, its online store.
+
+Only this module imports feast (lazily: `import feast` takes 7-12 s)."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Sequence
+
+from erasure.errors import ConfigError, UnknownDatasetError
+
+# Feast ValueType name -> the arrow type name our key coercion understands
+KEY_TYPES = {"INT64": "int64", "INT32": "int32", "STRING": "string"}
+CHUNK = 500
+
+
+@dataclass
+class FeatureViewInfo:
+    name: str
+    fv: Any
+    join_keys: list[str]
+    raw_types: dict[str, str]
+    join_key_types: dict[str, str]
+    source: tuple[str, str] | None          # dataset identity of the batch source
+    source_path: str | None
+    field_mapping: dict[str, str]
+    online: bool
+    features: list[str] = field(default_factory=list)
+
+    def source_column(self, join_key: str) -> str:
+        inverse = {dst: src for src, dst in self.field_mapping.items()}
+        return inverse.get(join_key, join_key)
+
+
+class FeastRepo:
+    def __init__(self, path: Path):
+        import yaml
+
+        self.path = path.resolve()
+        cfg_file = self.path / "feature_store.yaml"
+        if not cfg_file.is_file():
+            raise ConfigError(f"[[feast]] repo {self.path} has no feature_store.yaml")
+        raw = yaml.safe_load(cfg_file.read_text()) or {}
+        self.project = raw.get("project")
+        if not self.project:
+            raise ConfigError(f"{cfg_file}: no project")
+        online = raw.get("online_store", {"type": "sqlite"})
+        self.online_type = online if isinstance(online, str) else online.get("type", "sqlite")
+        self.namespace = f"feast://{self.project}"
+
+    @cached_property
+    def store(self):
+        from feast import FeatureStore
+
+        return FeatureStore(repo_path=str(self.path))
+
+    @cached_property
+    def _views(self) -> dict[str, FeatureViewInfo]:
+        out = {}
+        for fv in self.store.list_feature_views():
+            entity_cols = {f.name: f for f in fv.entity_columns}
+            jks = list(fv.join_keys) if hasattr(fv, "join_keys") else list(entity_cols)
+            raw_types, types = {}, {}
+            for jk in jks:
+                f = entity_cols.get(jk)
+                vt = f.dtype.to_value_type().name if f is not None else "UNKNOWN"
+                raw_types[jk] = vt
+                if vt in KEY_TYPES:
+                    types[jk] = KEY_TYPES[vt]
+            src = fv.batch_source
+            path = getattr(src, "path", None)
+            out[fv.name] = FeatureViewInfo(
+                name=fv.name, fv=fv, join_keys=jks, raw_types=raw_types, join_key_types=types,
+                source=self._dataset_of(path) if path else None, source_path=path,
+                field_mapping=dict(getattr(src, "field_mapping", {}) or {}),
+                online=bool(fv.online), features=[f.name for f in fv.features])
+        return out
+
+    def _dataset_of(self, path: str) -> tuple[str, str]:
+        for scheme in ("s3://", "s3a://", "gs://", "abfss://"):
+            if path.startswith(scheme):
+                bucket, _, key = path[len(scheme):].partition("/")
+                return (f"{scheme}{bucket}", key)
+        p = Path(path[len("file://"):] if path.startswith("file://") else path)
+        return ("file", str(p if p.is_absolute() else (self.path / p).resolve()))
+
+    def views(self) -> list[FeatureViewInfo]:
+        return list(self._views.values())
+
+    def view(self, name: str) -> FeatureViewInfo:
+        if name not in self._views:
+            raise UnknownDatasetError(f"feature view {name!r} not found in {self.namespace}")
+        return self._views[name]
+
+    # ---- keys -------------------------------------------------------------------------
+    def _value(self, jk_type: str, v: Any):
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        return {"int64": lambda: Value(int64_val=v), "int32": lambda: Value(int32_val=v),
+                "string": lambda: Value(string_val=v)}[jk_type]()
+
+    def serialize(self, join_keys: list[str], values: list) -> bytes:
+        from feast.infra.key_encoding_utils import serialize_entity_key
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+
+        return serialize_entity_key(
+            EntityKey(join_keys=join_keys, entity_values=values),
+            entity_key_serialization_version=self.store.config.entity_key_serialization_version)
+
+    def entity_keys(self, v: FeatureViewInfo, column: str, values: Sequence[Any]
+                    ) -> dict[Any, list[bytes]]:
+        """Online-store keys of each subject value. A single join key is built directly;
+        a composite key needs the other join keys' values, found by scanning the store."""
+        if len(v.join_keys) == 1:
+            typ = v.join_key_types[column]
+            return {val: [self.serialize([column], [self._value(typ, val)])] for val in values}
+        from feast.infra.key_encoding_utils import deserialize_entity_key
+
+        wanted = {str(val): val for val in values}
+        out: dict[Any, list[bytes]] = {val: [] for val in values}
+        version = self.store.config.entity_key_serialization_version
+        for key in self._all_online_keys(v):
+            ek = deserialize_entity_key(key, entity_key_serialization_version=version)
+            for jk, val in zip(ek.join_keys, ek.entity_values):
+                if jk == column:
+                    got = getattr(val, val.WhichOneof("val")) if val.WhichOneof("val") else None
+                    if str(got) in wanted:
+                        out[wanted[str(got)]].append(key)
+        return out
+
+    # ---- online store ---------------------------------------------------------------------
+    def _versioned(self, v: FeatureViewInfo) -> str:
+        from feast.infra.online_stores.helpers import compute_versioned_name
+
+        return compute_versioned_name(
+            v.fv, self.store.config.registry.enable_online_feature_view_versioning)
+
+    def _sqlite(self) -> tuple[sqlite3.Connection, str]:
+        from feast.infra.online_stores.sqlite import SqliteOnlineStore
+
+        return sqlite3.connect(SqliteOnlineStore._get_db_path(self.store.config)), self.project
+
+    def _sqlite_table(self, v: FeatureViewInfo) -> str:
+        from feast.infra.online_stores.helpers import compute_table_id
+
+        tid = compute_table_id(self.project, v.fv,
+                               self.store.config.registry.enable_online_feature_view_versioning)
+        return '"' + tid.replace('"', '""') + '"'
+
+    @cached_property
+    def _redis(self):
+        from feast.infra.online_stores.redis import RedisOnlineStore
+
+        return RedisOnlineStore()._get_client(self.store.config.online_store)
+
+    def _redis_key(self, key: bytes) -> bytes:
+        return key + self.project.encode("utf-8")
+
+    def _all_online_keys(self, v: FeatureViewInfo) -> list[bytes]:
+        if self.online_type == "sqlite":
+            conn, _ = self._sqlite()
+            try:
+                return [r[0] for r in conn.execute(
+                    f"SELECT DISTINCT entity_key FROM {self._sqlite_table(v)}")]
+            except sqlite3.OperationalError:
+                return []
+            finally:
+                conn.close()
+        from feast.infra.online_stores.helpers import _redis_key_prefix
+
+        suffix = self.project.encode("utf-8")
+        pattern = _redis_key_prefix(v.join_keys) + b"*" + suffix
+        return [k[: -len(suffix)] for k in self._redis.scan_iter(pattern, count=10_000)]
+
+    def online_present(self, v: FeatureViewInfo, keys: dict[Any, list[bytes]]) -> set[bytes]:
+        flat = [k for ks in keys.values() for k in ks]
+        found: set[bytes] = set()
+        if not flat or not v.online:
+            return found
+        if self.online_type == "sqlite":
+            conn, _ = self._sqlite()
+            try:
+                for i in range(0, len(flat), CHUNK):
+                    chunk = flat[i:i + CHUNK]
+                    q = (f"SELECT DISTINCT entity_key FROM {self._sqlite_table(v)} "
+                         f"WHERE entity_key IN ({','.join('?' * len(chunk))})")
+                    found.update(r[0] for r in conn.execute(q, chunk))
+            except sqlite3.OperationalError:   # the view was never materialized
+                pass
+            finally:
+                conn.close()
+            return found
+        ts = f"_ts:{self._versioned(v)}".encode()
+        with self._redis.pipeline(transaction=False) as pipe:
+            for k in flat:
+                pipe.hexists(self._redis_key(k), ts)
+            found = {k for k, hit in zip(flat, pipe.execute()) if hit}
+        return found
+
+    def delete_online(self, v: FeatureViewInfo, keys: list[bytes]) -> int:
+        """Delete the view's rows of these entity keys; returns how many keys had any."""
+        if not keys:
+            return 0
+        if self.online_type == "sqlite":
+            conn, _ = self._sqlite()
+            try:
+                conn.execute("PRAGMA secure_delete = ON")   # zero the freed pages
+                deleted = 0
+                with conn:
+                    for i in range(0, len(keys), CHUNK):
+                        chunk = keys[i:i + CHUNK]
+                        marks = ",".join("?" * len(chunk))
+                        deleted += conn.execute(
+                            f"SELECT count(DISTINCT entity_key) FROM {self._sqlite_table(v)} "
+                            f"WHERE entity_key IN ({marks})", chunk).fetchone()[0]
+                        conn.execute(f"DELETE FROM {self._sqlite_table(v)} "
+                                     f"WHERE entity_key IN ({marks})", chunk)
+                return deleted
+            except sqlite3.OperationalError:
+                return 0
+            finally:
+                conn.close()
+        from feast.infra.online_stores.helpers import _mmh3
+
+        name = self._versioned(v)
+        ts = f"_ts:{name}".encode()
+        fields = [_mmh3(f"{name}:{f}") for f in v.features] + [ts]
+        rkeys = [self._redis_key(k) for k in keys]
+        with self._redis.pipeline(transaction=False) as pipe:
+            for k in rkeys:
+                pipe.hkeys(k)
+            all_fields = pipe.execute()
+        deleted = 0
+        with self._redis.pipeline(transaction=True) as pipe:
+            for k, have in zip(rkeys, all_fields):
+                if ts not in have:
+                    continue
+                deleted += 1
+                views = {f for f in have if f.startswith(b"_ts:")}
+                if views == {ts}:
+                    pipe.delete(k)          # no other view shares this entity's hash
+                else:
+                    pipe.hdel(k, *fields)
+            pipe.execute()
+        return deleted
+
+    # ---- what Feast itself would read and serve ------------------------------------------
+    def offline_rows(self, v: FeatureViewInfo, column: str, values: Sequence[Any]) -> dict[Any, int]:
+        """Rows of each value in the batch source, read as Feast's file offline store reads
+        it: every Parquet file under the path (no Delta log), `_`/`.` prefixed ones skipped."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.dataset as pds
+
+        if v.source is None or v.source[0] != "file":
+            return {}
+        path = Path(v.source[1])
+        if not path.exists():
+            return {}
+        col = v.source_column(column)
+        ds = pds.dataset(str(path), format="parquet", ignore_prefixes=[".", "_"])
+        if col not in ds.schema.names:
+            return {}
+        typ = ds.schema.field(col).type
+        t = ds.to_table(columns=[col], filter=pds.field(col).isin(pa.array(list(values), type=typ)))
+        counts = pc.value_counts(t.column(0)).to_pylist() if t.num_rows else []
+        return {c["values"]: c["counts"] for c in counts}
+
+    def served(self, v: FeatureViewInfo, column: str, values: Sequence[Any]) -> dict[Any, bool]:
+        """Does get_online_features still return any value for the entity? (single keys)"""
+        if len(v.join_keys) != 1 or not v.online or not values:
+            return {}
+        refs = [f"{v.name}:{f}" for f in v.features]
+        res = self.store.get_online_features(
+            features=refs, entity_rows=[{column: val} for val in values]).to_dict()
+        out = {}
+        for i, val in enumerate(values):
+            out[val] = any(res[f][i] is not None for f in v.features if f in res)
+        return out

@@ -1,0 +1,168 @@
+"""Plain Parquet connector: a `.parquet` file, or a folder of them, without a Delta log.
+
+This is what the `feast init` template and many exports use. Erasure rewrites each file that
+holds a key without those rows, to a temporary file in the same folder, then renames it over
+the original (atomic on POSIX), so a reader sees the old file or the new one, never half.
+Parquet keeps no history, so nothing else needs purging; what the filesystem does with the
+freed blocks is outside this connector (see docs/connectors/parquet.md).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+from erasure.errors import UnknownDatasetError
+
+from .base import Capabilities, EraseResult, PurgeResult, TargetCount
+
+
+def _value_set(values: Sequence[Any], typ):
+    import pyarrow as pa
+
+    return pa.array(list(values), type=typ)
+
+
+def _compression(pf) -> str:
+    """Keep the file's codec (pyarrow's default would silently change it)."""
+    if not pf.metadata.num_row_groups or not pf.metadata.num_columns:
+        return "snappy"
+    codec = pf.metadata.row_group(0).column(0).compression.lower()
+    return "none" if codec == "uncompressed" else codec
+
+
+class ParquetConnector:
+    name = "parquet"
+    capabilities = Capabilities(
+        physical_purge=False, residue_scan=True, batch=True, traceable_attempts=False,
+        erase_order=0,
+        notes=("files are rewritten in place by atomic rename; Parquet keeps no old versions",))
+
+    def path(self, namespace: str, name: str) -> Path | None:
+        if namespace != "file" or not name.startswith("/"):
+            return None
+        return Path(name)
+
+    def handles(self, namespace: str, name: str) -> bool:
+        p = self.path(namespace, name)
+        if p is None:
+            return False
+        if p.is_file():
+            return p.suffix == ".parquet"
+        return p.is_dir() and not (p / "_delta_log").exists() and any(self._files(p))
+
+    @staticmethod
+    def _files(p: Path) -> list[Path]:
+        if p.is_file():
+            return [p]
+        # hidden and underscore-prefixed files are not data (as pyarrow and Dask read folders)
+        return sorted(f for f in p.rglob("*.parquet")
+                      if not any(part.startswith((".", "_")) for part in f.relative_to(p).parts))
+
+    def files(self, namespace: str, name: str) -> list[Path]:
+        p = self.path(namespace, name)
+        if p is None or not p.exists():
+            raise UnknownDatasetError(f"no Parquet file or folder at {name}")
+        return self._files(p)
+
+    def _schema(self, namespace: str, name: str):
+        import pyarrow.parquet as pq
+
+        files = self.files(namespace, name)
+        if not files:
+            raise UnknownDatasetError(f"no Parquet files under {name}")
+        return pq.read_schema(files[0])
+
+    def key_type(self, namespace: str, name: str, column: str) -> str | None:
+        schema = self._schema(namespace, name)
+        if column not in schema.names:
+            return None
+        typ = schema.field(column).type
+        return {"large_string": "string", "string_view": "string"}.get(str(typ), str(typ))
+
+    def _hits(self, f: Path, column: str, values: Sequence[Any]) -> dict[Any, int]:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(f)
+        if column not in pf.schema_arrow.names:
+            return {}
+        arr = pf.read(columns=[column]).column(0)
+        if pa.types.is_string_view(arr.type) or pa.types.is_large_string(arr.type):
+            arr = arr.cast(pa.string())
+        found = pc.filter(arr, pc.is_in(arr, value_set=_value_set(values, arr.type)))
+        counts = pc.value_counts(found).to_pylist() if len(found) else []
+        return {c["values"]: c["counts"] for c in counts}
+
+    def count(self, namespace: str, name: str, column: str, values: Sequence[Any],
+              with_residue: bool = True) -> TargetCount:
+        root = self.path(namespace, name)
+        rows: dict[Any, int] = {v: 0 for v in values}
+        files: dict[Any, list[str]] = {v: [] for v in values}
+        for f in self.files(namespace, name):
+            rel = f.name if root.is_file() else str(f.relative_to(root))
+            for v, n in self._hits(f, column, values).items():
+                rows[v] += n
+                files[v].append(rel)
+        return TargetCount(rows=rows, files=files, version=None,
+                           residue={v: [] for v in values})
+
+    def table_version(self, namespace: str, name: str) -> int | None:
+        return None
+
+    def live_rows(self, namespace: str, name: str, column: str,
+                  values: Sequence[Any]) -> dict[Any, int]:
+        return self.count(namespace, name, column, values).rows
+
+    def rows_written_since(self, namespace: str, name: str, version: int | None,
+                           upto: int | None = None) -> int:
+        return 0   # no versions: any change since the plan counts against the guard
+
+    def rows_deleted_by_tags(self, namespace: str, name: str, tags: Sequence[str]) -> int:
+        return 0   # no log: an interrupted rewrite cannot be traced (traceable_attempts=False)
+
+    def erase(self, namespace: str, name: str, column: str, values: Sequence[Any],
+              tag: str) -> EraseResult:
+        """Rewrite every file holding a key without those rows, atomically per file."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        deleted = rewritten = 0
+        for f in self.files(namespace, name):
+            if not self._hits(f, column, values):
+                continue
+            pf = pq.ParquetFile(f)
+            table = pf.read()
+            col = table.column(column)
+            if pa.types.is_string_view(col.type) or pa.types.is_large_string(col.type):
+                col = col.cast(pa.string())
+            keep = pc.invert(pc.is_in(col, value_set=_value_set(values, col.type)))
+            kept = table.filter(keep)
+            tmp = f.with_name(f".{f.name}.erasure-{uuid.uuid4().hex[:8]}.tmp")
+            try:
+                pq.write_table(kept, tmp, compression=_compression(pf))
+                with open(tmp, "rb") as fh:
+                    os.fsync(fh.fileno())
+                os.replace(tmp, f)
+            finally:
+                if tmp.exists():
+                    tmp.unlink()
+            deleted += table.num_rows - kept.num_rows
+            rewritten += 1
+        return EraseResult(rows_deleted=deleted, version_before=None, version_after=None,
+                           files_removed=rewritten, files_added=rewritten)
+
+    def history(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        return []
+
+    def purge(self, namespace: str, name: str, column: str, values: Sequence[Any],
+              tag: str) -> PurgeResult:
+        return PurgeResult(notes=["nothing to purge: the rewrite replaced the files"])
+
+    def residue_after(self, mode: str, namespace: str, name: str) -> dict[str, Any]:
+        return {"mode": "rewrite", "remains": [], "until": None,
+                "note": "files rewritten without the rows and renamed over the originals"}
