@@ -116,23 +116,31 @@ def lineage_show(as_json: bool = typer.Option(False, "--json")):
 def _print_plan(p: dict) -> None:
     typer.echo(f"Dry run for subject {p['subject']['hmac'][:16]}… (HMAC); nothing was changed.")
     for t in p["targets"]:
-        typer.echo(f"  {t['connector']:6} {t['name']}  [{t['column']}: {t['key_type']}, {t['how']}]")
-        typer.echo(f"         rows {t['rows']}, files to rewrite {len(t['files'])}, "
-                   f"table version {t['table_version']}")
-        if t["residue_now"]:
-            typer.echo(f"         residue now: {len(t['residue_now'])} files "
-                       f"({', '.join(t['residue_now'][:2])}{'…' if len(t['residue_now']) > 2 else ''})")
-        ra = t["residue_after"]
-        if ra["mode"] == "purge":
-            typer.echo("         after erasure: purged (vacuum, log cleanup); time travel lost")
+        typer.echo(f"  {t['connector']:7} {t['name']}  [{t['column']}: {t['key_type']}, {t['how']}]")
+        if t["connector"] == "feast":
+            d = t.get("details", {})
+            typer.echo(f"          {d.get('online_store')} online keys present {t['rows']}; "
+                       f"offline rows Feast reads {d.get('offline_rows_feast_reads')}")
         else:
-            typer.echo(f"         after erasure: residue remains until {ra['until']} ({ra['mode']})")
+            version = "" if t["table_version"] is None else f", table version {t['table_version']}"
+            typer.echo(f"          rows {t['rows']}, files to rewrite {len(t['files'])}{version}")
+        if t["residue_now"] and t["connector"] != "feast":
+            more = "…" if len(t["residue_now"]) > 2 else ""
+            typer.echo(f"          residue now: {len(t['residue_now'])} files "
+                       f"({', '.join(t['residue_now'][:2])}{more})")
+        ra = t["residue_after"]
+        if ra["mode"] == "keep-history":
+            typer.echo(f"          after erasure: residue remains until {ra['until']} (keep-history)")
+        else:
+            typer.echo(f"          after erasure: {ra.get('note', ra['mode'])}")
+    for u in p.get("untouched", []):
+        typer.echo(f"  untouched     {u['name']}: {u['reason']}")
     for u in p["out_of_scope"]:
         typer.echo(f"  out of scope  {u['name']}: {u['reason']}")
     for u in p["unresolved"]:
         typer.echo(f"  UNRESOLVED    {u['namespace']}:{u['name']}: {u['reason']}")
     tot = p["totals"]
-    typer.echo(f"Total: {tot['rows']} rows in {tot['targets']} datasets, "
+    typer.echo(f"Total: {tot['rows']} rows in {tot['targets']} targets, "
                f"{tot['unresolved']} unresolved.")
 
 
@@ -209,9 +217,10 @@ def _print_outcomes(o: dict) -> None:
             mark = "verified" if t["verified"] else "NOT verified"
             def v(x):
                 return "-" if x is None else x
-            typer.echo(f"  {t['name']}: planned {t['rows_planned']}, deleted {v(t['rows_deleted'])}, "
-                       f"remaining {v(t['rows_remaining'])}, versions {v(t['version_before'])}->"
-                       f"{v(t['version_after'])}, {mark}")
+            versions = ("" if t["version_before"] is None else
+                        f", versions {v(t['version_before'])}->{v(t['version_after'])}")
+            typer.echo(f"  {t['connector']:7} {t['name']}: planned {t['rows_planned']}, deleted "
+                       f"{v(t['rows_deleted'])}, remaining {v(t['rows_remaining'])}{versions}, {mark}")
             if t["residue"]:
                 typer.echo(f"    residue kept until {t['residue_until']}: {len(t['residue'])} files")
         for u in r["unresolved"]:
