@@ -57,9 +57,9 @@ class ParquetConnector:
     def _files(p: Path) -> list[Path]:
         if p.is_file():
             return [p]
-        # hidden and underscore-prefixed files are not data (as pyarrow and Dask read folders)
-        return sorted(f for f in p.rglob("*.parquet")
-                      if not any(part.startswith((".", "_")) for part in f.relative_to(p).parts))
+        # every Parquet file below, hidden and `_`-prefixed folders included: pyarrow skips
+        # them but Dask (Feast's file offline store) reads them, so they can hold live data
+        return sorted(p.rglob("*.parquet"))
 
     def files(self, namespace: str, name: str) -> list[Path]:
         p = self.path(namespace, name)

@@ -116,12 +116,24 @@ class FeastConnector:
         rows = {val: sum(1 for k in keys[val] if k in present) for val in values}
         residue: dict[Any, list[str]] = {val: [] for val in values}
         details: dict[Any, dict[str, Any]] = {}
-        offline = repo.offline_rows(v, column, values) if with_residue else {}
+        offline, not_data = repo.offline_read(v, column, values) if with_residue else ({}, [])
         served = repo.served(v, column, values) if with_residue else {}
         for val in values:
             details[val] = {"online_store": repo.online_type, "online_keys": rows[val],
-                            "offline_rows_feast_reads": offline.get(val),
+                            "offline_rows_feast_reads": offline.get(val, 0),
                             "served_by_get_online_features": served.get(val)}
+            if v.source and v.source[0] == "file" and (Path(v.source[1]) / "_delta_log").is_dir():
+                details[val]["note"] = (
+                    "Delta source: the purge ends with a log checkpoint, a Parquet file that "
+                    "Feast's file offline store reads as data, so later materializations of this "
+                    "view fail (they cannot restore the subject); see docs/connectors/feast.md")
+            if not_data:
+                details[val]["feast_reader_breaks_on"] = not_data[:5]
+                details[val]["warning"] = (
+                    "Feast's file offline store (Dask read_parquet) reads every *.parquet file "
+                    "under the source, and these are not data (a Delta checkpoint, say): "
+                    "`feast materialize` over this view fails until the source is read "
+                    "through its Delta log")
             if served.get(val):
                 residue[val].append("online: get_online_features still serves the entity")
             if offline.get(val):

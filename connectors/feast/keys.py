@@ -248,26 +248,41 @@ class FeastRepo:
         return deleted
 
     # ---- what Feast itself would read and serve ------------------------------------------
-    def offline_rows(self, v: FeatureViewInfo, column: str, values: Sequence[Any]) -> dict[Any, int]:
-        """Rows of each value in the batch source, read as Feast's file offline store reads
-        it: every Parquet file under the path (no Delta log), `_`/`.` prefixed ones skipped."""
+    def offline_read(self, v: FeatureViewInfo, column: str, values: Sequence[Any]
+                     ) -> tuple[dict[Any, int], list[str]]:
+        """Rows of each value in the batch source as Feast's file offline store reads it:
+        `dask.dataframe.read_parquet(path)`, i.e. every `*.parquet` file below the path, the
+        Delta log ignored, `_` folders included. Also returns the Parquet files below the
+        path that lack the key column: Dask reads those as data too and materialize fails
+        (a Delta checkpoint under `_delta_log/` is one)."""
         import pyarrow as pa
         import pyarrow.compute as pc
-        import pyarrow.dataset as pds
+        import pyarrow.parquet as pq
 
         if v.source is None or v.source[0] != "file":
-            return {}
+            return {}, []
         path = Path(v.source[1])
         if not path.exists():
-            return {}
+            return {}, []
         col = v.source_column(column)
-        ds = pds.dataset(str(path), format="parquet", ignore_prefixes=[".", "_"])
-        if col not in ds.schema.names:
-            return {}
-        typ = ds.schema.field(col).type
-        t = ds.to_table(columns=[col], filter=pds.field(col).isin(pa.array(list(values), type=typ)))
-        counts = pc.value_counts(t.column(0)).to_pylist() if t.num_rows else []
-        return {c["values"]: c["counts"] for c in counts}
+        counts: dict[Any, int] = {}
+        not_data: list[str] = []
+        for f in ([path] if path.is_file() else sorted(path.rglob("*.parquet"))):
+            pf = pq.ParquetFile(f)
+            if col not in pf.schema_arrow.names:
+                not_data.append(str(f.relative_to(path)) if f != path else f.name)
+                continue
+            arr = pf.read(columns=[col]).column(0)
+            if pa.types.is_string_view(arr.type) or pa.types.is_large_string(arr.type):
+                arr = arr.cast(pa.string())
+            try:
+                vs = pa.array(list(values), type=arr.type)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+                continue
+            found = pc.filter(arr, pc.is_in(arr, value_set=vs))
+            for c in (pc.value_counts(found).to_pylist() if len(found) else []):
+                counts[c["values"]] = counts.get(c["values"], 0) + c["counts"]
+        return counts, not_data
 
     def served(self, v: FeatureViewInfo, column: str, values: Sequence[Any]) -> dict[Any, bool]:
         """Does get_online_features still return any value for the entity? (single keys)"""
