@@ -68,6 +68,8 @@ class RequestState:
                                 "connector": t.connector, "column": t.column,
                                 "rows_planned": t.rows,
                                 "steps": {ph: (self.step(t.key, ph) or {}).get("state", "todo")
+                                          if ph != "purge" or t.residue_after.get("mode") == "purge"
+                                          else "not-applicable"
                                           for ph in ("erase", "purge", "verify")}})
         return {"request_id": self.request_id, "subject": {"hmac": self.subject_hmac},
                 "status": self.status, "received_at": self.received_at,

@@ -7,7 +7,12 @@ mimics a sentiment pipeline over user reviews containing personal data::
     tables/clean/reviews            reviewer_id, review_text, rating, sentiment, created_at
     tables/features/user_features   entity_id, n_reviews, avg_rating, last_review_at, event_timestamp
     tables/agg/daily_ratings        day, n_reviews, n_reviewers, avg_rating
+    tables/exports/user_activity.parquet
+                                    entity_id, n_positive, n_negative, event_timestamp
+                                    (one plain Parquet file, not a Delta table)
     events/lineage.jsonl            OpenLineage START/COMPLETE events with column lineage
+    feature_repo/                   Feast repo (SQLite online store), materialized
+                                    (skipped with --no-feast / feast=False)
     erasure.toml                    engine configuration (paths relative to the file)
 
 Everything in the table *contents* and in the event payloads is a pure
@@ -20,7 +25,12 @@ seconds rather than minutes.
 
 Usage::
 
-    python -m sample_lake.generate --out DIR [--rows N] [--seed S] [--force]
+    python -m sample_lake.generate --out DIR [--rows N] [--seed S] [--force] [--no-feast] [--json]
+
+The CLI skips the Feast repo above ``CLI_FEAST_MAX_ROWS`` rows (as if ``--no-feast``).
+
+Feast is imported only when the Feast repo is built (``sample_lake.feast_repo``),
+so importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -40,7 +50,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
 
-__all__ = ["generate", "main", "PRODUCER", "JOB_NAMESPACE", "DATASET_NAMESPACE", "TABLES"]
+__all__ = ["generate", "main", "PRODUCER", "JOB_NAMESPACE", "DATASET_NAMESPACE", "TABLES", "EXPORTS",
+           "FEAST_REPO_DIR"]
 
 PRODUCER = "https://github.com/erasure-engine/sample_lake"
 JOB_NAMESPACE = "sentiment-pipeline"
@@ -53,6 +64,20 @@ TABLES: dict[str, str] = {
     "features/user_features": "tables/features/user_features",
     "agg/daily_ratings": "tables/agg/daily_ratings",
 }
+
+#: logical name -> plain Parquet file (not Delta) relative to ``out_dir``
+EXPORTS: dict[str, str] = {
+    "exports/user_activity": "tables/exports/user_activity.parquet",
+}
+
+#: Feast repo folder relative to ``out_dir`` (also the ``[[feast]] repo`` value in erasure.toml)
+FEAST_REPO_DIR = "feature_repo"
+
+#: The CLI builds the Feast repo by default only up to this many rows. Feast's
+#: materialize writes the SQLite online store one row at a time (~40 s per
+#: million reviews; 5M rows: ~320 s and 3.6 GB RSS), which would swamp the
+#: benchmark (``--rows 5000000 --json``). ``generate(..., feast=True)`` has no limit.
+CLI_FEAST_MAX_ROWS = 200_000
 
 #: user ids guaranteed to have at least ``_MIN_REVIEWS_SMALL_IDS`` reviews each
 _SMALL_IDS = np.arange(1, 11, dtype=np.int64)
@@ -110,6 +135,12 @@ FEATURES_SCHEMA = pa.schema([
     pa.field("last_review_at", _TS, nullable=False),
     pa.field("event_timestamp", _TS, nullable=False),
 ])
+ACTIVITY_SCHEMA = pa.schema([
+    pa.field("entity_id", pa.int64(), nullable=False),
+    pa.field("n_positive", pa.int64(), nullable=False),
+    pa.field("n_negative", pa.int64(), nullable=False),
+    pa.field("event_timestamp", _TS, nullable=False),
+])
 DAILY_SCHEMA = pa.schema([
     pa.field("day", pa.date32(), nullable=False),
     pa.field("n_reviews", pa.int64(), nullable=False),
@@ -136,6 +167,11 @@ column = "user_id"
 
 [delta]
 residue = "purge"
+"""
+
+FEAST_CONFIG_TOML = f"""
+[[feast]]
+repo = "{FEAST_REPO_DIR}"
 """
 
 
@@ -268,11 +304,21 @@ def _build_data(rows: int, seed: int) -> tuple[dict[str, pa.Table], dict[str, li
     rating_sum = np.add.reduceat(rating.astype(np.int64), starts)
     last_us = created_us[ends - 1]
     last_arr = _to_ts(last_us)
+    entity_arr = pa.array(user_id[starts], pa.int64())
     features = pa.Table.from_arrays(
-        [pa.array(user_id[starts], pa.int64()), pa.array(counts, pa.int64()),
+        [entity_arr, pa.array(counts, pa.int64()),
          pa.array(rating_sum / counts, pa.float64()), last_arr, last_arr],
         schema=FEATURES_SCHEMA,
     )
+    # --- per-user sentiment counts (plain Parquet export); sentiment_i 0 = positive, 1 = negative ---
+    activity = pa.Table.from_arrays(
+        [entity_arr,
+         pa.array(np.add.reduceat((sentiment_i == 0).astype(np.int64), starts), pa.int64()),
+         pa.array(np.add.reduceat((sentiment_i == 1).astype(np.int64), starts), pa.int64()),
+         last_arr],
+        schema=ACTIVITY_SCHEMA,
+    )
+    del sentiment_i
 
     # --- daily aggregate (no subject key); integer sums => exact, deterministic ---
     day = created_us // _US_PER_DAY  # days since 1970-01-01
@@ -304,7 +350,8 @@ def _build_data(rows: int, seed: int) -> tuple[dict[str, pa.Table], dict[str, li
         "agg/daily_ratings": [(0, daily.num_rows)],
     }
     tables = {"raw/reviews": raw, "clean/reviews": clean,
-              "features/user_features": features, "agg/daily_ratings": daily}
+              "features/user_features": features, "agg/daily_ratings": daily,
+              "exports/user_activity": activity}
     return tables, bounds, n_users
 
 
@@ -314,6 +361,13 @@ _DESCRIPTIONS = {
     "features/user_features": "Per-user review features (Feast-style entity_id/event_timestamp)",
     "agg/daily_ratings": "Daily rating aggregate without a subject key",
 }
+
+
+def _write_parquet(path: Path, table: pa.Table) -> None:
+    """One plain Parquet file (no Delta log, no partitioning)."""
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, path)
 
 
 # --------------------------------------------------------------------------- lineage
@@ -380,6 +434,13 @@ def _lineage_events(paths: dict[str, Path], schemas: dict[str, pa.Schema], stats
             "avg_rating": [src(clean, "rating", aggregation("AVG(rating)"))],
         }, [src(clean, "created_at", tr("INDIRECT", "GROUP_BY", "GROUP BY CAST(created_at AS DATE)"))],
             "Daily rating aggregate"),
+        ("user_activity_export", clean, "exports/user_activity", {
+            "entity_id": [src(clean, "reviewer_id", identity)],
+            "n_positive": [src(clean, "sentiment", aggregation("COUNT_IF(sentiment = 'positive')"))],
+            "n_negative": [src(clean, "sentiment", aggregation("COUNT_IF(sentiment = 'negative')"))],
+            "event_timestamp": [src(clean, "created_at", aggregation("MAX(created_at)"))],
+        }, [src(clean, "reviewer_id", group_by_reviewer)],
+            "Per-reviewer sentiment counts exported as one Parquet file (Feast source)"),
     ]
 
     lines: list[str] = []
@@ -427,15 +488,24 @@ def _lineage_events(paths: dict[str, Path], schemas: dict[str, pa.Schema], stats
 # --------------------------------------------------------------------------- public API
 
 
-def generate(out_dir: str | Path, rows: int = 20000, seed: int = 7, *, force: bool = False) -> dict:
+def generate(out_dir: str | Path, rows: int = 20000, seed: int = 7, *, force: bool = False,
+             feast: bool = True) -> dict:
     """Generate the sample lake into ``out_dir`` and return a summary.
 
     ``out_dir`` is created if missing; if it exists and is non-empty a
     ``FileExistsError`` is raised unless ``force=True`` (which deletes it first).
     ``rows`` must be at least 20 so user ids 1..10 can each get two reviews.
 
-    Returns ``{"out_dir", "tables" (name -> abs path), "events", "config",
-    "rows" (name -> row count), "users", "files" (name -> data file count)}``.
+    The Parquet export ``tables/exports/user_activity.parquet`` and its lineage
+    events are always written. With ``feast=True`` (the default) the Feast repo
+    ``feature_repo/`` is also built, applied and materialized into its SQLite
+    online store, and erasure.toml gets a ``[[feast]]`` section; this imports
+    feast (~10 s). Pass ``feast=False`` for a fast lake without Feast.
+
+    Returns ``{"out_dir", "tables" (name -> abs path, Delta folders plus the
+    "exports/user_activity" Parquet file), "events", "config", "feast_repo"
+    (abs path or None), "rows" (Delta table name -> row count), "users",
+    "files" (Delta table name -> data file count)}``.
     """
     rows = int(rows)
     if rows < MIN_ROWS:
@@ -444,15 +514,20 @@ def generate(out_dir: str | Path, rows: int = 20000, seed: int = 7, *, force: bo
 
     tables, bounds, n_users = _build_data(rows, int(seed))
 
-    paths = {name: out / rel for name, rel in TABLES.items()}
+    paths = {name: out / rel for name, rel in {**TABLES, **EXPORTS}.items()}
     stats: dict[str, dict[str, int]] = {}
-    for name, table in tables.items():
+    for name in TABLES:
+        table = tables[name]
         paths[name].parent.mkdir(parents=True, exist_ok=True)
         _write_delta(paths[name], table, bounds[name], name=name.replace("/", "_"),
                      description=_DESCRIPTIONS[name])
         actions = pa.table(DeltaTable(str(paths[name])).get_add_actions(flatten=True))
         stats[name] = {"rows": table.num_rows, "files": actions.num_rows,
                        "bytes": int(pc.sum(actions["size_bytes"]).as_py() or 0)}
+    for name in EXPORTS:
+        paths[name].parent.mkdir(parents=True, exist_ok=True)
+        _write_parquet(paths[name], tables[name])
+        stats[name] = {"rows": tables[name].num_rows, "files": 1, "bytes": paths[name].stat().st_size}
     schemas = {name: t.schema for name, t in tables.items()}
     del tables
 
@@ -461,35 +536,55 @@ def generate(out_dir: str | Path, rows: int = 20000, seed: int = 7, *, force: bo
     events_path.write_text("\n".join(_lineage_events(paths, schemas, stats, rows, int(seed))) + "\n",
                            encoding="utf-8")
 
+    feast_repo: Path | None = None
+    if feast:
+        from sample_lake.feast_repo import build_feast_repo
+
+        feast_repo = build_feast_repo(out, {name: str(paths[name]) for name in TABLES},
+                                      paths["exports/user_activity"], materialize=True)
+
     config_path = out / "erasure.toml"
-    config_path.write_text(CONFIG_TOML, encoding="utf-8")
+    config_path.write_text(CONFIG_TOML + (FEAST_CONFIG_TOML if feast else ""), encoding="utf-8")
 
     return {
         "out_dir": str(out),
         "tables": {name: str(p) for name, p in paths.items()},
         "events": str(events_path),
         "config": str(config_path),
-        "rows": {name: s["rows"] for name, s in stats.items()},
+        "feast_repo": str(feast_repo) if feast_repo is not None else None,
+        "rows": {name: stats[name]["rows"] for name in TABLES},
         "users": n_users,
-        "files": {name: s["files"] for name, s in stats.items()},
+        "files": {name: stats[name]["files"] for name in TABLES},
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m sample_lake.generate",
-        description="Generate the deterministic sample Delta lake (tables, OpenLineage events, erasure.toml).",
+        description="Generate the deterministic sample Delta lake (tables, Parquet export, OpenLineage events, "
+                    "Feast repo, erasure.toml).",
     )
     parser.add_argument("--out", required=True, help="output directory (created if missing)")
     parser.add_argument("--rows", type=int, default=20000, help="number of raw reviews (default 20000)")
     parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     parser.add_argument("--force", action="store_true", help="delete --out first if it exists and is non-empty")
+    parser.add_argument("--no-feast", dest="feast", action="store_false", default=None,
+                        help="skip the Feast repo (no feast import, no materialize, no [[feast]] in "
+                             f"erasure.toml); implied when --rows > {CLI_FEAST_MAX_ROWS:,}")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
 
+    feast = args.feast
+    if feast is None:
+        feast = args.rows <= CLI_FEAST_MAX_ROWS
+        if not feast:
+            print(f"note: --rows > {CLI_FEAST_MAX_ROWS:,}: Feast repo skipped (materializing it takes "
+                  "minutes at this size); build it from Python with generate(..., feast=True)",
+                  file=sys.stderr)
+
     t0 = time.perf_counter()
     try:
-        summary = generate(args.out, rows=args.rows, seed=args.seed, force=args.force)
+        summary = generate(args.out, rows=args.rows, seed=args.seed, force=args.force, feast=feast)
     except (FileExistsError, ValueError) as exc:
         parser.error(str(exc))  # exits with status 2
     elapsed = time.perf_counter() - t0
@@ -500,8 +595,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sample lake written to {summary['out_dir']} in {elapsed:.1f}s "
           f"(rows={args.rows}, seed={args.seed}, users={summary['users']})")
     for name, path in summary["tables"].items():
-        print(f"  {name:<24} {summary['rows'][name]:>10,} rows  {summary['files'][name]:>3} files  {path}")
+        if name in summary["rows"]:
+            print(f"  {name:<24} {summary['rows'][name]:>10,} rows  {summary['files'][name]:>3} files  {path}")
+        else:
+            import pyarrow.parquet as pq
+
+            n = pq.ParquetFile(path).metadata.num_rows
+            print(f"  {name:<24} {n:>10,} rows    1 file   {path} (plain Parquet)")
     print(f"  events: {summary['events']}")
+    print(f"  feast:  {summary['feast_repo'] or '(skipped)'}")
     print(f"  config: {summary['config']}")
     return 0
 

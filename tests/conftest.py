@@ -24,6 +24,10 @@ class Lake:
     tables: dict[str, str]
     events: Path
 
+    @property
+    def delta_tables(self) -> dict[str, str]:
+        return {n: p for n, p in self.tables.items() if not p.endswith(".parquet")}
+
     last_err: str = ""
 
     def cli(self, *args: str, capsys=None) -> tuple[int, str]:
@@ -45,15 +49,18 @@ def lake(tmp_path, monkeypatch) -> Lake:
 
     monkeypatch.delenv("ERASURE_SUBJECT_KEY", raising=False)
     monkeypatch.delenv("ERASURE_CONFIG", raising=False)
-    info = generate(tmp_path / "lake", rows=2000, seed=11)
+    info = generate(tmp_path / "lake", rows=2000, seed=11, feast=False)
     return Lake(Path(info["out_dir"]), Path(info["config"]), info["tables"], Path(info["events"]))
 
 
 def read_table(path: str):
     """Every live row of a Delta table (deletion vectors applied), as a pyarrow Table."""
     import pyarrow as pa
+    import pyarrow.parquet as pq
     from deltalake import DeltaTable, QueryBuilder
 
+    if not (Path(path) / "_delta_log").is_dir():
+        return pq.read_table(path)       # a plain Parquet file or folder
     return pa.table(QueryBuilder().register("t", DeltaTable(path)).execute("SELECT * FROM t").read_all())
 
 

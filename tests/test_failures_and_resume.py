@@ -10,6 +10,7 @@ from deltalake import DeltaTable, write_deltalake
 
 from connectors.base import ConnectorRegistry
 from connectors.delta import DeltaConnector
+from connectors.parquet import ParquetConnector
 from erasure.config import load_config
 from erasure.engine import Engine
 from erasure.execution import Runner
@@ -42,7 +43,8 @@ class OverDeleting(DeltaConnector):
 
 def engine_with(lake, connector_cls, **kw) -> Engine:
     cfg = load_config(lake.config)
-    return Engine(cfg, registry=ConnectorRegistry([connector_cls(cfg.delta, **kw)]))
+    return Engine(cfg, registry=ConnectorRegistry([connector_cls(cfg.delta, **kw),
+                                                   ParquetConnector()]))
 
 
 def submit_for(lake, subject: str) -> str:
@@ -156,7 +158,8 @@ def test_lost_commit_races_are_retryable_and_exit_75(lake):
     cfg = load_config(lake.config)
     from dataclasses import replace
     cfg = replace(cfg, delta=replace(cfg.delta, max_conflict_retries=1))
-    eng = Engine(cfg, registry=ConnectorRegistry([DeltaConnector(cfg.delta, before_commit=always_compact)]))
+    eng = Engine(cfg, registry=ConnectorRegistry([
+        DeltaConnector(cfg.delta, before_commit=always_compact), ParquetConnector()]))
     [out] = Runner(eng).run([rid])
     assert out.status == "failed" and out.retryable
     assert "commit attempts lost" in out.errors[0]
@@ -167,12 +170,12 @@ def test_lost_commit_races_are_retryable_and_exit_75(lake):
 
 
 def test_erasing_an_absent_subject_changes_no_table(lake):
-    versions = {n: DeltaTable(p).version() for n, p in lake.tables.items()}
+    versions = {n: DeltaTable(p).version() for n, p in lake.delta_tables.items()}
     rid = submit_for(lake, "987654321")
     eng = engine_with(lake, DeltaConnector)
     [out] = Runner(eng).run([rid])
     assert out.status == "completed"
-    assert {n: DeltaTable(p).version() for n, p in lake.tables.items()} == versions
+    assert {n: DeltaTable(p).version() for n, p in lake.delta_tables.items()} == versions
     purges = [e.body for e in eng.ledger.entries(rid)
               if e.kind == "step.completed" and e.body["phase"] == "purge"]
     assert len(purges) == 3 and all(p["skipped"] for p in purges)
