@@ -121,6 +121,9 @@ def _print_plan(p: dict) -> None:
             d = t.get("details", {})
             typer.echo(f"          {d.get('online_store')} online keys present {t['rows']}; "
                        f"offline rows Feast reads {d.get('offline_rows_feast_reads')}")
+            for key in ("warning", "note"):
+                if d.get(key):
+                    typer.echo(f"          {key}: {d[key]}")
         else:
             version = "" if t["table_version"] is None else f", table version {t['table_version']}"
             typer.echo(f"          rows {t['rows']}, files to rewrite {len(t['files'])}{version}")

@@ -48,6 +48,17 @@ def count_subject(tables: dict[str, str], subject: int) -> dict[str, tuple[int, 
     return out
 
 
+def online_features(repo: str, ids: list[int]) -> dict[int, dict]:
+    """What Feast serves for these authors (the model's view of them)."""
+    from feast import FeatureStore
+
+    refs = ["author_stats:n_reviews", "author_stats:avg_rating",
+            "author_activity:n_positive", "author_activity:n_negative"]
+    res = FeatureStore(repo_path=repo).get_online_features(
+        features=refs, entity_rows=[{"entity_id": i} for i in ids]).to_dict()
+    return {i: {r.split(":")[1]: res[r.split(":")[1]][k] for r in refs} for k, i in enumerate(ids)}
+
+
 def main() -> None:
     out = Path(os.environ.get("DEMO_DIR", "demo_lake")).resolve()
     rows = int(os.environ.get("DEMO_ROWS", "20000"))
@@ -57,6 +68,11 @@ def main() -> None:
     cfg = Path(info["config"])
     print(f"tables: {', '.join(sorted(info['tables']))}\nconfig: {cfg}")
     before = count_subject(info["tables"], subject)
+    neighbour = subject + 1
+    if info.get("feast_repo"):
+        print("\nFeast online features before (what a model is served):")
+        for i, feats in online_features(info["feast_repo"], [subject, neighbour]).items():
+            print(f"  author {i}: {feats}")
 
     banner("2. Lineage: where does a user's data flow?")
     erasure(cfg, "lineage", "show")
@@ -83,6 +99,13 @@ def main() -> None:
         (b_mine, b_other), (a_mine, a_other) = before[name], after[name]
         print(f"{name:24} subject rows {b_mine} -> {a_mine}; other rows {b_other} -> {a_other}")
         ok &= a_mine == 0 and a_other == b_other
+    if info.get("feast_repo"):
+        served = online_features(info["feast_repo"], [subject, neighbour])
+        print("Feast online features after:")
+        for i, feats in served.items():
+            print(f"  author {i}: {feats}")
+        ok &= all(v is None for v in served[subject].values())
+        ok &= all(v is not None for v in served[neighbour].values())
     email = f"user{subject}@example.com".encode()
     leftovers = [p for p in (out / "tables").rglob("*") if p.is_file()
                  and p.suffix != ".parquet" and email in p.read_bytes()]

@@ -627,3 +627,35 @@ def test_parquet_folder_leftover_that_feast_reads_cannot_pass_as_erased(feast, t
     assert not (res["status"] == "completed" and served_again["trips"] is not None), (
         f"run reported {res['status']} (exit {code}), yet the next materialize serves driver 2 "
         f"again from {leftover.relative_to(folder)}: {served_again}")
+
+
+# ---- 8. an online store the connector cannot erase is named, never passed over -----------
+def test_unsupported_online_store_is_reported_and_nothing_claims_success(feast, tmp_path, capsys):
+    """A view served from an online store the connector does not support (DynamoDB here)
+    is listed as unresolved with the reason; the run ends `incomplete` (exit 6), not
+    `completed`, while the offline source is still erased."""
+    from feast.types import Int64
+
+    src = tmp_path / "lake" / "trips.parquet"
+    src.parent.mkdir(parents=True)
+    pq.write_table(stats_table(stats_rows([1, 2, 3], key="driver_id"), pa.int64()), src)
+    repo = write_repo(tmp_path / "repo", f"t{uuid4().hex[:8]}")
+    driver = feast.Entity(name="driver", join_keys=["driver_id"], value_type=feast.ValueType.INT64)
+    store = feast.FeatureStore(repo_path=str(repo))
+    store.apply([driver, stats_view(feast, "driver_trips", driver, "driver_id", Int64, src,
+                                    delta=False)])
+    # the registry stays; the online store moves to a type the connector does not erase
+    yaml_text = (repo / "feature_store.yaml").read_text()
+    (repo / "feature_store.yaml").write_text(yaml_text.replace(
+        '    type: "sqlite"\n    path: "data/online_store.db"',
+        '    type: "dynamodb"\n    region: "eu-west-1"'))
+    assert "dynamodb" in (repo / "feature_store.yaml").read_text()
+    cfg = write_config(tmp_path, [(src, "driver_id")], repo)
+    code, plan = cli(cfg, capsys, "plan", "--subject-id", "2")
+    assert code == 0
+    [u] = [u for u in plan["unresolved"] if u["name"] == "driver_trips"]
+    assert "'dynamodb' is not supported" in u["reason"]
+    assert all(t["connector"] != "feast" for t in plan["targets"])
+    code, res = erase(cfg, capsys, "2")
+    assert code == 6 and res["status"] == "incomplete"
+    assert pq.read_table(src).column("driver_id").to_pylist().count(2) == 0

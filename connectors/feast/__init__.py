@@ -68,7 +68,14 @@ class FeastConnector:
         unresolved_ids = {graph.canonical((u["namespace"], u["name"])) for u in unresolved}
         targets, more_unresolved, untouched = [], [], []
         for repo in self.repos:
-            for v in repo.views():
+            try:
+                views = repo.views()
+            except Exception as exc:   # a repo we cannot load is named, never skipped
+                more_unresolved.append({"namespace": repo.namespace, "name": "*", "reason": (
+                    f"cannot load the Feast repo {repo.path}: {type(exc).__name__}: "
+                    f"{str(exc)[:300]}")})
+                continue
+            for v in views:
                 src = graph.canonical(v.source) if v.source else None
                 ident = {"namespace": repo.namespace, "name": v.name}
                 if src in keyed:

@@ -44,6 +44,7 @@ class FeastRepo:
         if not cfg_file.is_file():
             raise ConfigError(f"[[feast]] repo {self.path} has no feature_store.yaml")
         raw = yaml.safe_load(cfg_file.read_text()) or {}
+        self.raw_config = raw
         self.project = raw.get("project")
         if not self.project:
             raise ConfigError(f"{cfg_file}: no project")
@@ -55,7 +56,19 @@ class FeastRepo:
     def store(self):
         from feast import FeatureStore
 
-        return FeatureStore(repo_path=str(self.path))
+        if self.online_type in ("sqlite", "redis"):
+            return FeatureStore(repo_path=str(self.path))
+        # an online store we do not erase from (and whose client may not be installed): load
+        # the registry with a stand-in store, only to list the views and report them
+        from feast.repo_config import RepoConfig
+
+        raw = {**self.raw_config, "online_store": {"type": "sqlite", "path": ":memory:"}}
+        reg = raw.get("registry", "data/registry.db")
+        if isinstance(reg, str) and "://" not in reg and not Path(reg).is_absolute():
+            raw["registry"] = str(self.path / reg)        # relative to the repo, not the cwd
+        elif isinstance(reg, dict) and "path" in reg and not Path(reg["path"]).is_absolute():
+            raw["registry"] = {**reg, "path": str(self.path / reg["path"])}
+        return FeatureStore(config=RepoConfig(repo_path=self.path, **raw))
 
     @cached_property
     def _views(self) -> dict[str, FeatureViewInfo]:
