@@ -20,4 +20,10 @@ def default_registry(config) -> ConnectorRegistry:
         from .feast import FeastConnector   # light: feast itself loads on first use
 
         connectors.append(FeastConnector(config.feast_repos))
-    return ConnectorRegistry(connectors)
+    registry = ConnectorRegistry(connectors)
+    from .mlflow import MlflowConnector, settings_from   # light: mlflow loads on first use
+
+    mlflow_settings = settings_from(config.raw, config.base_dir)
+    if mlflow_settings is not None:
+        registry.connectors.append(MlflowConnector(mlflow_settings, registry))
+    return registry

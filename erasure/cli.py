@@ -267,6 +267,35 @@ def run(request_ids: List[str] = typer.Argument(None, help="Request ids to execu
 
 
 @app.command()
+def verify(request_ids: List[str] = typer.Argument(None, help="Request ids (default: all finished)"),
+           as_json: bool = typer.Option(False, "--json")):
+    """Verify finished erasures again: exit 5 if a subject is back anywhere the plan reached.
+
+    Also marks MLflow retrain flags superseded when a newer model version was trained on
+    data without the subject."""
+    from .execution import Runner
+
+    eng = _engine()
+    with eng.ledger.exclusive():
+        ids = list(request_ids) if request_ids else eng.ledger.request_ids()
+        for rid in ids:
+            eng.ledger.require(rid)
+        outcomes = Runner(eng).reverify(ids)
+    violated = [o for o in outcomes if o.status == "violated"]
+    out = {"status": "violated" if violated else "holds",
+           "requests": [o.to_json() for o in outcomes]}
+
+    def human(o):
+        for r in o["requests"]:
+            typer.echo(f"{r['request_id']}: {r['status']}")
+            for e in r["errors"]:
+                typer.echo(f"  {e}", err=True)
+        typer.echo(f"Overall: {o['status']}")
+    _emit(out, as_json, human)
+    raise typer.Exit(5 if violated else 0)
+
+
+@app.command()
 def status(request_id: Optional[str] = typer.Argument(None),
            as_json: bool = typer.Option(False, "--json")):
     """Show one request, or all requests, as the ledger records them."""

@@ -102,6 +102,16 @@ class Runner:
         if body.get("tag"):
             st.tags.setdefault((m.target.key, phase), set()).add(body["tag"])
 
+    @staticmethod
+    def _context(conn, members: list[Member]) -> dict[str, Any]:
+        """What a connector that records provenance (MLflow flags) needs besides the keys."""
+        if not getattr(conn, "wants_context", False):
+            return {}
+        requests: dict[Any, list[str]] = {}
+        for m in members:
+            requests.setdefault(m.value, []).append(m.request_id)
+        return {"derived": members[0].target.derived_from, "requests": requests}
+
     def _erase(self, conn, members: list[Member]) -> None:
         t = members[0].target
         pending = [m for m in members
@@ -122,7 +132,9 @@ class Runner:
             for m in pending:
                 self._record("step.started", m, "erase", tag=self.batch, table_version=version)
         already = conn.rows_deleted_by_tags(t.namespace, t.name, earlier_tags) if earlier_tags else 0
-        live = conn.live_rows(t.namespace, t.name, t.column, values)
+        ctx = self._context(conn, pending)
+        live = conn.live_rows(t.namespace, t.name, t.column, values,
+                              **({"derived": t.derived_from} if ctx else {}))
         allowed = conn.rows_written_since(t.namespace, t.name, plan_version)
         # a connector that cannot trace an interrupted attempt (a Parquet file rewritten just
         # before a crash) may legitimately find fewer rows than planned on resume
@@ -138,7 +150,7 @@ class Runner:
                 f"planned and only {allowed} rows were written since the plan (version "
                 f"{plan_version}); nothing was deleted. Re-plan with `erasure run --replan` "
                 "after checking the table")
-        res = conn.erase(t.namespace, t.name, t.column, values, self.batch)
+        res = conn.erase(t.namespace, t.name, t.column, values, self.batch, **ctx)
         # what others wrote between the plan and the version our delete read (not our own
         # rewrite, which re-adds every surviving row of the files it touched)
         allowed = conn.rows_written_since(t.namespace, t.name, plan_version, upto=res.version_before)
@@ -194,21 +206,40 @@ class Runner:
                              version_after=res.version_after,
                              time_travel_lost_before_version=res.version_after)
 
-    def _verify(self, conn, members: list[Member]) -> None:
+    def _verify(self, conn, members: list[Member], phase: str = "verify") -> None:
         t = members[0].target
         pending = [m for m in members
-                   if (self.states[m.request_id].step(t.key, "verify") or {}).get("state") != "completed"]
+                   if phase == "reverify"
+                   or (self.states[m.request_id].step(t.key, "verify") or {}).get("state") != "completed"]
         if not pending:
             return
         values = list(dict.fromkeys(m.value for m in pending))
-        counted = conn.count(t.namespace, t.name, t.column, values, with_residue=True)
+        if hasattr(conn, "verify"):    # a connector with its own proof (MLflow: the flag)
+            ctx = self._context(conn, pending)
+            problems = conn.verify(t.namespace, t.name, t.column, values, **ctx)
+            with self.ledger.transaction():
+                for m in pending:
+                    found = problems.get(m.value, [])
+                    body = dict(verified_at=_now(), rows_remaining=0, residue=[],
+                                residue_mode=t.residue_after.get("mode"), residue_until=None)
+                    if found:
+                        msg = f"{t.name}: verification failed: " + "; ".join(found)
+                        self._record("step.failed", m, phase, error=msg, **body)
+                        self._fail(m.request_id, msg)
+                    else:
+                        self._record("step.completed", m, phase, result="ok", **body)
+            return
+        counted = conn.count(t.namespace, t.name, t.column, values, with_residue=True,
+                             **({"derived": t.derived_from}
+                                if getattr(conn, "wants_context", False) else {}))
         # residue is tolerated only where the plan said it would remain (keep-history)
         strict = t.residue_after.get("mode") != "keep-history"
         with self.ledger.transaction():
             for m in pending:
-                self._verify_one(conn, m, t, counted, strict)
+                self._verify_one(conn, m, t, counted, strict, phase)
 
-    def _verify_one(self, conn, m: Member, t: Target, counted, strict: bool) -> None:
+    def _verify_one(self, conn, m: Member, t: Target, counted, strict: bool,
+                    phase: str = "verify") -> None:
         rows = counted.rows.get(m.value, 0)
         live_files = counted.files.get(m.value, [])
         residue = counted.residue.get(m.value, [])
@@ -226,10 +257,10 @@ class Runner:
                                                       t.name).get("until") if residue else None))
         if problems:
             msg = f"{t.name}: verification failed for {short(m.subject_hmac)}: " + "; ".join(problems)
-            self._record("step.failed", m, "verify", error=msg, **body)
+            self._record("step.failed", m, phase, error=msg, **body)
             self._fail(m.request_id, msg)
         else:
-            self._record("step.completed", m, "verify", result="ok", **body)
+            self._record("step.completed", m, phase, result="ok", **body)
 
     # ---- the whole run -------------------------------------------------------------
     def run(self, request_ids: list[str], replan: bool = False) -> list[Outcome]:
@@ -315,6 +346,38 @@ class Runner:
                         "rows_remaining": ve.get("rows_remaining"),
                         "residue": ve.get("residue", []),
                         "residue_until": ve.get("residue_until")})
+        return out
+
+
+    def reverify(self, request_ids: list[str]) -> list[Outcome]:
+        """Verify finished requests again (nothing is erased): the subject must still be gone
+        everywhere the plan reached; MLflow flags are checked and marked superseded when a
+        clean retrained version exists. Each check is recorded as a `reverify` step."""
+        self.states = {rid: load_state(self.ledger, rid) for rid in dict.fromkeys(request_ids)}
+        groups: dict[str, list[Member]] = {}
+        for rid, st in self.states.items():
+            if not st.done or st.plan is None:
+                continue
+            raw = self.engine.keys.unseal(self.ledger.sealed_subject(rid), rid)
+            for t in st.plan.targets:
+                v = coerce_subject_id(raw, t.key_type, st.subject_hmac, f"{t.column} of {t.name}")
+                groups.setdefault(t.key, []).append(Member(rid, st.subject_hmac, t, v))
+        for members in groups.values():
+            conn = self.engine.registry.get(members[0].target.connector)
+            try:
+                self._verify(conn, members, phase="reverify")
+            except Exception as exc:
+                for m in members:
+                    self._fail(m.request_id, f"{m.target.name}: reverify could not run: "
+                               f"{type(exc).__name__}: {redact(str(exc), [m.value])[:300]}")
+        out = []
+        for rid, st in self.states.items():
+            if not st.done:
+                out.append(Outcome(rid, st.status, notes=["not finished: nothing to re-verify"]))
+            elif rid in self.failed:
+                out.append(Outcome(rid, "violated", errors=self.failed[rid]))
+            else:
+                out.append(Outcome(rid, "holds", notes=[f"{len(st.plan.targets)} targets re-verified"]))
         return out
 
 

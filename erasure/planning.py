@@ -37,7 +37,10 @@ class Target:
 
     @property
     def key(self) -> str:
-        return f"{self.connector}|{self.namespace}|{self.name}|{self.column}"
+        base = f"{self.connector}|{self.namespace}|{self.name}|{self.column}"
+        if self.how == "trained_on" and self.derived_from:   # one model, several datasets
+            base += f"|{self.derived_from['name']}@{self.derived_from.get('dataset_version')}"
+        return base
 
 
 @dataclass(frozen=True)
@@ -157,8 +160,9 @@ def plan_erasures(config: Config, graph: LineageGraph, registry,
     for i, t in enumerate(targets):
         vals = [values[(i, hm)] for hm, _ in subjects]
         try:
+            extra = {"derived": t.derived_from} if getattr(t.connector, "wants_context", False) else {}
             counted = t.connector.count(t.namespace, t.name, t.column, list(dict.fromkeys(vals)),
-                                        with_residue=with_residue)
+                                        with_residue=with_residue, **extra)
         except ErasureError:
             raise
         except Exception as exc:   # the library's error, translated once, keys redacted

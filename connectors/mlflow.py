@@ -1,0 +1,364 @@
+"""MLflow connector: find the registered model versions that learned from a subject's data,
+and flag them for retraining. Nothing is deleted from MLflow.
+
+A model version is affected when its source run (or, in MLflow 3, the run its logged model
+came from: `source_run_id`) logged an input dataset (`mlflow.log_input`) whose source is a
+dataset holding the subject: a Delta table path (with or without `delta_table_version`), a
+Parquet path, or a Feast feature view (`feast://<project>/<view>` as the dataset's name or
+source uri). It is version-aware: a run that read a Delta version which does not contain the
+subject (read by time travel), or one committed after the subject's erasure, is not affected.
+
+Flagging sets model version tags (`erasure.retrain_required` = `true`, and one
+`erasure.request.<request id>` tag naming the dataset and version, never the subject) and
+adds a line to the description. Flags run before the data is erased (erase_order -10): the
+version check reads the training version by time travel, which the purge makes impossible.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+from erasure.errors import ConfigError, UnknownDatasetError
+
+from .base import Capabilities, EraseResult, PurgeResult, TargetCount
+
+FLAG = "erasure.retrain_required"
+REQUEST_TAG = "erasure.request."
+SUPERSEDED = "erasure.superseded_by"
+
+
+@dataclass(frozen=True)
+class MlflowSettings:
+    tracking_uri: str
+    registry_uri: str | None = None
+
+
+@dataclass
+class TrainingInput:
+    run_id: str
+    dataset: tuple[str, str]            # dataset identity (namespace, name)
+    version: int | None                 # Delta version the run read, if logged
+    raw_source: str
+
+
+@dataclass
+class ModelVersionRef:
+    model: str
+    version: str
+    run_id: str | None
+    aliases: list[str] = field(default_factory=list)
+
+
+def dataset_identity(text: str) -> tuple[str, str] | None:
+    """A dataset identity from an MLflow dataset source path or uri."""
+    if not text:
+        return None
+    if text.startswith("feast://"):
+        project, _, rest = text[len("feast://"):].partition("/")
+        return (f"feast://{project}", rest) if rest else None
+    for scheme in ("s3://", "s3a://", "gs://", "abfss://"):
+        if text.startswith(scheme):
+            bucket, _, key = text[len(scheme):].partition("/")
+            return (f"{scheme}{bucket}", key.rstrip("/"))
+    if text.startswith("file://"):
+        text = text[len("file://"):]
+    if text.startswith("/"):
+        return ("file", text.rstrip("/"))
+    return None
+
+
+class MlflowConnector:
+    name = "mlflow"
+    capabilities = Capabilities(
+        physical_purge=False, residue_scan=False, batch=True, traceable_attempts=True,
+        erase_order=-10,
+        notes=("flags model versions for retraining; deletes nothing from MLflow",
+               "models trained outside MLflow, or without logged inputs, cannot be found"))
+
+    wants_context = True   # the runner passes derived_from and request ids
+
+    def __init__(self, settings: MlflowSettings, registry=None):
+        self.settings = settings
+        self.registry = registry
+        self.namespace = "mlflow:" + re.sub(r"//[^@/]*@", "//", settings.tracking_uri)
+        self._client = None
+        self._index: tuple[list[TrainingInput], dict[str, list[ModelVersionRef]]] | None = None
+        self._datasets: dict[tuple[str, str], Any] = {}   # dataset identity -> ResolvedTarget
+
+    @property
+    def client(self):
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.settings.tracking_uri,
+                                        registry_uri=self.settings.registry_uri or
+                                        self.settings.tracking_uri)
+        return self._client
+
+    def handles(self, namespace: str, name: str) -> bool:
+        return namespace == self.namespace
+
+    # ---- index of runs and model versions ------------------------------------------------
+    def index(self) -> tuple[list[TrainingInput], dict[str, list[ModelVersionRef]]]:
+        """Every logged training input of every run, and model versions by run id. One pass
+        over the store (MLflow cannot search runs by dataset source)."""
+        if self._index is not None:
+            return self._index
+        from mlflow.entities import ViewType
+
+        c = self.client
+        exp_ids, token = [], None
+        while True:
+            page = c.search_experiments(view_type=ViewType.ALL, max_results=1000, page_token=token)
+            exp_ids += [e.experiment_id for e in page]
+            token = page.token
+            if not token:
+                break
+        inputs: list[TrainingInput] = []
+        for i in range(0, len(exp_ids), 100):
+            token = None
+            while True:
+                runs = c.search_runs(exp_ids[i:i + 100], run_view_type=ViewType.ALL,
+                                     max_results=10_000, page_token=token)
+                for r in runs:
+                    for di in (r.inputs.dataset_inputs if r.inputs else []):
+                        inputs.extend(self._inputs_of(r.info.run_id, di.dataset))
+                token = runs.token
+                if not token:
+                    break
+        by_run: dict[str, list[ModelVersionRef]] = {}
+        token = None
+        while True:
+            page = c.search_model_versions(max_results=10_000, page_token=token)
+            for mv in page:
+                run_id = mv.run_id or self._source_run(mv)
+                ref = ModelVersionRef(mv.name, str(mv.version), run_id, list(mv.aliases or []))
+                if run_id:
+                    by_run.setdefault(run_id, []).append(ref)
+            token = page.token
+            if not token:
+                break
+        self._index = (inputs, by_run)
+        return self._index
+
+    def _source_run(self, mv) -> str | None:
+        """MLflow 3: a version registered from a logged model links to its run through the
+        logged model's source_run_id."""
+        src = mv.source or ""
+        model_id = getattr(mv, "model_id", None) or (
+            src[len("models:/"):] if src.startswith("models:/m-") else None)
+        if not model_id:
+            return None
+        try:
+            return self.client.get_logged_model(model_id).source_run_id
+        except Exception:
+            return None
+
+    @staticmethod
+    def _inputs_of(run_id: str, ds) -> list[TrainingInput]:
+        out = []
+        try:
+            src = json.loads(ds.source) if ds.source else {}
+        except (TypeError, json.JSONDecodeError):
+            src = {}
+        candidates = [ds.name or ""] + [str(v) for k, v in src.items()
+                                        if k in ("path", "uri", "url") and isinstance(v, str)]
+        version = src.get("delta_table_version") if isinstance(src, dict) else None
+        for text in candidates:
+            ident = dataset_identity(text)
+            if ident:
+                out.append(TrainingInput(run_id, ident, int(version) if version is not None
+                                         else None, ds.source or ""))
+        return out
+
+    # ---- lineage join -------------------------------------------------------------------
+    def derive_targets(self, graph, dataset_targets: list, unresolved: list[dict]):
+        from erasure.planning import ResolvedTarget
+
+        keyed: dict[tuple[str, str], Any] = {}
+        for t in dataset_targets:
+            ident = (t.namespace, t.name) if t.namespace.startswith("feast://") else \
+                graph.canonical((t.namespace, t.name))
+            keyed.setdefault(ident, t)
+        inputs, by_run = self.index()
+        targets, seen = [], set()
+        for ti in inputs:
+            ident = ti.dataset if ti.dataset[0].startswith("feast://") else graph.canonical(ti.dataset)
+            src = keyed.get(ident)
+            if src is None:
+                continue
+            for mv in by_run.get(ti.run_id, []):
+                key = (mv.model, mv.version, ident, ti.version)
+                if key in seen:
+                    continue
+                seen.add(key)
+                self._datasets[ident] = src
+                targets.append(ResolvedTarget(
+                    self.namespace, f"{mv.model}/{mv.version}", self, src.column, src.key_type,
+                    "trained_on",
+                    {"namespace": ident[0], "name": ident[1], "column": src.column,
+                     "job": f"run:{ti.run_id}", "dataset_version": ti.version,
+                     "aliases": mv.aliases}))
+        return targets, [], []
+
+    # ---- measuring ------------------------------------------------------------------------
+    def _parse(self, name: str, derived: dict) -> tuple[str, str]:
+        model, _, version = name.rpartition("/")
+        if not model:
+            raise UnknownDatasetError(f"not a model version: {name}")
+        return model, version
+
+    def subject_in_training(self, derived: dict, values: Sequence[Any]) -> dict[Any, int]:
+        """1 when the dataset version the run read held the subject's rows, else 0."""
+        ident = (derived["namespace"], derived["name"])
+        column = derived["column"]
+        src = self._datasets.get(ident)
+        conn = src.connector if src is not None else (
+            self.registry.for_dataset(*ident) if self.registry is not None else None)
+        if conn is None:
+            return {v: 1 for v in values}   # the dataset is gone: stay conservative
+        version = derived.get("dataset_version")
+        if conn.name == "delta" and version is not None:
+            try:
+                dt = conn.open(ident[0], ident[1], version)
+                return {v: int(n > 0) for v, n in conn.count_rows(dt, column, values).items()}
+            except Exception:
+                pass   # vacuumed: the version cannot be read; judge by the table now
+        if conn.name == "feast":
+            counted = conn.count(ident[0], ident[1], column, values)
+            return {v: int(counted.rows.get(v, 0) > 0 or
+                           (counted.details.get(v, {}).get("offline_rows_feast_reads") or 0) > 0)
+                    for v in values}
+        rows = conn.live_rows(ident[0], ident[1], column, values)
+        return {v: int(n > 0) for v, n in rows.items()}
+
+    def count(self, namespace: str, name: str, column: str, values: Sequence[Any],
+              with_residue: bool = True, derived: dict | None = None) -> TargetCount:
+        model, version = self._parse(name, derived or {})
+        mv = self.client.get_model_version(model, version)
+        rows = self.subject_in_training(derived or {}, values) if derived else {v: 1 for v in values}
+        flagged = mv.tags.get(FLAG) == "true"
+        details = {v: {"model": model, "version": version, "aliases": list(mv.aliases or []),
+                       "trained_on_dataset_version": (derived or {}).get("dataset_version"),
+                       "flagged": flagged} for v in values}
+        return TargetCount(rows=rows, files={v: [] for v in values}, version=None,
+                           residue={v: [] for v in values}, details=details)
+
+    def key_type(self, namespace: str, name: str, column: str) -> str | None:
+        return None
+
+    def table_version(self, namespace: str, name: str) -> int | None:
+        return None
+
+    def live_rows(self, namespace, name, column, values, derived: dict | None = None):
+        return self.subject_in_training(derived or {}, values) if derived else {v: 1 for v in values}
+
+    def rows_written_since(self, namespace, name, version, upto=None) -> int:
+        return 0
+
+    def rows_deleted_by_tags(self, namespace, name, tags) -> int:
+        return 0
+
+    # ---- flagging -------------------------------------------------------------------------
+    def erase(self, namespace: str, name: str, column: str, values: Sequence[Any], tag: str,
+              derived: dict | None = None, requests: dict[Any, list[str]] | None = None
+              ) -> EraseResult:
+        """Flag the model version for the subjects whose data it learned from (idempotent)."""
+        model, version = self._parse(name, derived or {})
+        present = self.subject_in_training(derived or {}, values) if derived else {v: 1 for v in values}
+        rids = sorted({r for v, n in present.items() if n for r in (requests or {}).get(v, [])})
+        if not any(present.values()):
+            return EraseResult(0, None, None, 0, 0)
+        self.flag(model, version, rids, derived or {})
+        return EraseResult(sum(present.values()), None, None, 0, 0)
+
+    def flag(self, model: str, version: str, request_ids: list[str], derived: dict) -> None:
+        c = self.client
+        mv = c.get_model_version(model, version)
+        ds = f"{derived.get('name')}" + (f"@v{derived['dataset_version']}"
+                                        if derived.get("dataset_version") is not None else "")
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        if mv.tags.get(FLAG) != "true":
+            c.set_model_version_tag(model, version, FLAG, "true")
+        lines = (mv.description or "").splitlines()
+        for rid in request_ids:
+            key = REQUEST_TAG + rid
+            datasets = json.loads(mv.tags.get(key, "[]"))
+            if ds not in datasets:
+                c.set_model_version_tag(model, version, key, json.dumps(sorted(datasets + [ds])))
+            line = f"[erasure] retrain required: trained on {ds}, which held data erased under {rid}"
+            if not any(line in x for x in lines):
+                lines.append(f"{line} ({now})")
+        if lines != (mv.description or "").splitlines():
+            c.update_model_version(model, version, description="\n".join(lines))
+
+    def verify(self, namespace: str, name: str, column: str, values: Sequence[Any],
+               derived: dict, requests: dict[Any, list[str]]) -> dict[Any, list[str]]:
+        """Problems per subject: a model that learned from the subject must carry the flag
+        and the request's tag. Also marks the flag superseded when a newer version of the
+        same model was trained on a version of the dataset without the subject."""
+        model, version = self._parse(name, derived)
+        mv = self.client.get_model_version(model, version)
+        present = self.subject_in_training(derived, values)
+        out: dict[Any, list[str]] = {}
+        for v in values:
+            problems = []
+            if present.get(v):
+                if mv.tags.get(FLAG) != "true":
+                    problems.append(f"model {model} v{version} is not flagged {FLAG}")
+                for rid in requests.get(v, []):
+                    if REQUEST_TAG + rid not in mv.tags:
+                        problems.append(f"model {model} v{version} has no tag {REQUEST_TAG}{rid}")
+            out[v] = problems
+        if mv.tags.get(FLAG) == "true" and SUPERSEDED not in mv.tags:
+            newer = self.clean_successor(model, int(version), derived, values)
+            if newer is not None:
+                self.client.set_model_version_tag(model, version, SUPERSEDED, str(newer))
+        return out
+
+    def clean_successor(self, model: str, version: int, derived: dict,
+                        values: Sequence[Any]) -> int | None:
+        """The newest later version trained on the same dataset at a version that holds
+        none of these subjects, if any."""
+        inputs, by_run = self.index()
+        ident = (derived["namespace"], derived["name"])
+        best = None
+        for ti in inputs:
+            if ti.dataset != ident:
+                continue
+            for mv in by_run.get(ti.run_id, []):
+                if mv.model == model and int(mv.version) > version and ti.version is not None:
+                    d = {**derived, "dataset_version": ti.version}
+                    if not any(self.subject_in_training(d, values).values()):
+                        best = max(best or 0, int(mv.version))
+        return best
+
+    def history(self, namespace, name) -> list[dict[str, Any]]:
+        return []
+
+    def purge(self, namespace, name, column, values, tag) -> PurgeResult:
+        return PurgeResult(notes=["nothing is deleted from MLflow"])
+
+    def residue_after(self, mode: str, namespace: str, name: str) -> dict[str, Any]:
+        return {"mode": "flag", "remains": ["the model's learned parameters (retrain it)"],
+                "until": None,
+                "note": "model version tagged erasure.retrain_required=true; retrain and re-register"}
+
+
+def settings_from(raw: dict, base_dir=None) -> MlflowSettings | None:
+    """[mlflow] from the config; a relative sqlite path resolves against the config's folder."""
+    m = raw.get("mlflow")
+    if m is None:
+        return None
+    if not isinstance(m, dict) or not isinstance(m.get("tracking_uri"), str):
+        raise ConfigError("[mlflow] needs tracking_uri = \"sqlite:///...\" or \"postgresql://...\"")
+
+    def resolve(uri: str | None) -> str | None:
+        if uri and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////") and base_dir:
+            return "sqlite:///" + str(base_dir / uri[len("sqlite:///"):])
+        return uri
+    return MlflowSettings(resolve(m["tracking_uri"]), resolve(m.get("registry_uri")))
