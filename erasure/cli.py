@@ -117,7 +117,13 @@ def _print_plan(p: dict) -> None:
     typer.echo(f"Dry run for subject {p['subject']['hmac'][:16]}… (HMAC); nothing was changed.")
     for t in p["targets"]:
         typer.echo(f"  {t['connector']:7} {t['name']}  [{t['column']}: {t['key_type']}, {t['how']}]")
-        if t["connector"] == "feast":
+        if t["connector"] == "mlflow":
+            d, src = t.get("details", {}), t.get("derived_from") or {}
+            aliases = ", ".join(d.get("aliases") or []) or "none"
+            learned = "learned from the subject" if t["rows"] else "did not see the subject"
+            typer.echo(f"          trained on {src.get('name')} version "
+                       f"{src.get('dataset_version')} ({learned}); aliases: {aliases}")
+        elif t["connector"] == "feast":
             d = t.get("details", {})
             typer.echo(f"          {d.get('online_store')} online keys present {t['rows']}; "
                        f"offline rows Feast reads {d.get('offline_rows_feast_reads')}")
