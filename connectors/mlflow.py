@@ -203,7 +203,36 @@ class MlflowConnector:
                     {"namespace": ident[0], "name": ident[1], "column": src.column,
                      "job": f"run:{ti.run_id}", "dataset_version": ti.version,
                      "aliases": mv.aliases}))
+        targets += self._lineage_linked(graph, dataset_targets, unresolved, seen)
         return targets, [], []
+
+    def _lineage_linked(self, graph, dataset_targets: list, unresolved: list[dict],
+                        seen: set) -> list:
+        """Models that lineage events name as a job's output (`models:/<name>/<version>`)
+        downstream of a dataset holding the subject. They were listed as unresolved (no
+        connector for the dataset); they become model targets here."""
+        from erasure.planning import ResolvedTarget
+
+        out = []
+        for t in dataset_targets:
+            if t.connector is self:
+                continue
+            for job, ds in graph.downstream((t.namespace, t.name)):
+                m = re.fullmatch(r"models:/([^/]+)/(\d+)", ds[1])
+                if not m:
+                    continue
+                key = (m.group(1), m.group(2), (t.namespace, t.name), None)
+                if key in seen:
+                    continue
+                seen.add(key)
+                out.append(ResolvedTarget(
+                    self.namespace, f"{m.group(1)}/{m.group(2)}", self, t.column, t.key_type,
+                    "trained_on",
+                    {"namespace": t.namespace, "name": t.name, "column": t.column,
+                     "job": f"lineage:{job[0]}/{job[1]}", "dataset_version": None, "aliases": []}))
+                unresolved[:] = [u for u in unresolved
+                                 if not (u["namespace"] == ds[0] and u["name"] == ds[1])]
+        return out
 
     # ---- measuring ------------------------------------------------------------------------
     def _parse(self, name: str, derived: dict) -> tuple[str, str]:
