@@ -215,19 +215,13 @@ class Runner:
             return
         values = list(dict.fromkeys(m.value for m in pending))
         if hasattr(conn, "verify"):    # a connector with its own proof (MLflow: the flag)
-            ctx = self._context(conn, pending)
-            problems = conn.verify(t.namespace, t.name, t.column, values, **ctx)
+            problems = conn.verify(t.namespace, t.name, t.column, values,
+                                   **self._context(conn, pending))
             with self.ledger.transaction():
                 for m in pending:
-                    found = problems.get(m.value, [])
-                    body = dict(verified_at=_now(), rows_remaining=0, residue=[],
-                                residue_mode=t.residue_after.get("mode"), residue_until=None)
-                    if found:
-                        msg = f"{t.name}: verification failed: " + "; ".join(found)
-                        self._record("step.failed", m, phase, error=msg, **body)
-                        self._fail(m.request_id, msg)
-                    else:
-                        self._record("step.completed", m, phase, result="ok", **body)
+                    self._record_verification(m, phase, problems.get(m.value, []), dict(
+                        verified_at=_now(), rows_remaining=0, residue=[],
+                        residue_mode=t.residue_after.get("mode"), residue_until=None))
             return
         counted = conn.count(t.namespace, t.name, t.column, values, with_residue=True,
                              **({"derived": t.derived_from}
@@ -236,27 +230,28 @@ class Runner:
         strict = t.residue_after.get("mode") != "keep-history"
         with self.ledger.transaction():
             for m in pending:
-                self._verify_one(conn, m, t, counted, strict, phase)
-
-    def _verify_one(self, conn, m: Member, t: Target, counted, strict: bool,
-                    phase: str = "verify") -> None:
-        rows = counted.rows.get(m.value, 0)
-        live_files = counted.files.get(m.value, [])
-        residue = counted.residue.get(m.value, [])
-        problems = []
-        if rows:
-            problems.append(f"{rows} rows still readable")
-        if live_files:
-            problems.append(f"{len(live_files)} live files still hold the subject's rows")
-        if strict and residue:
-            problems.append(f"residue in {len(residue)} files: {', '.join(residue[:3])}")
-        body = dict(rows_remaining=rows, live_files=live_files, residue=residue,
+                rows = counted.rows.get(m.value, 0)
+                live_files = counted.files.get(m.value, [])
+                residue = counted.residue.get(m.value, [])
+                problems = []
+                if rows:
+                    problems.append(f"{rows} rows still readable")
+                if live_files:
+                    problems.append(f"{len(live_files)} live files still hold the subject's rows")
+                if strict and residue:
+                    problems.append(f"residue in {len(residue)} files: {', '.join(residue[:3])}")
+                until = (conn.residue_after(t.residue_after.get("mode"), t.namespace,
+                                            t.name).get("until") if residue else None)
+                self._record_verification(m, phase, problems, dict(
+                    rows_remaining=rows, live_files=live_files, residue=residue,
                     table_version=counted.version, verified_at=_now(),
-                    residue_mode=t.residue_after.get("mode"),
-                    residue_until=(conn.residue_after(t.residue_after.get("mode"), t.namespace,
-                                                      t.name).get("until") if residue else None))
+                    residue_mode=t.residue_after.get("mode"), residue_until=until))
+
+    def _record_verification(self, m: Member, phase: str, problems: list[str],
+                             body: dict[str, Any]) -> None:
         if problems:
-            msg = f"{t.name}: verification failed for {short(m.subject_hmac)}: " + "; ".join(problems)
+            msg = (f"{m.target.name}: verification failed for {short(m.subject_hmac)}: "
+                   + "; ".join(problems))
             self._record("step.failed", m, phase, error=msg, **body)
             self._fail(m.request_id, msg)
         else:
