@@ -321,6 +321,84 @@ def status(request_id: Optional[str] = typer.Argument(None),
     _emit(out, as_json, human)
 
 
+keys_app = typer.Typer(help="Signing keys for proof reports.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("init")
+def keys_init(force: bool = typer.Option(False, help="Replace existing keys"),
+              organisation: str = typer.Option("Erasure engine (project-local)",
+                                               help="Organisation name in the certificates"),
+              as_json: bool = typer.Option(False, "--json")):
+    """Create the project-local root CA and signer certificate (EC P-256)."""
+    from .report.keys import init_keys, signing_files
+
+    eng = _engine()
+    out = init_keys(signing_files(eng.config).key.parent, organisation, force)
+    _emit(out, as_json, lambda o: typer.echo(
+        f"signing keys in {o['directory']}\nroot fingerprint (SHA-256): "
+        f"{o['root_fingerprint_sha256']}\nkeep root.key offline; publish the fingerprint"))
+
+
+@app.command()
+def report(request_id: str = typer.Argument(...),
+           output: Path = typer.Option(..., "--output", "-o", help="Where to write the PDF"),
+           as_json: bool = typer.Option(False, "--json")):
+    """Write a signed proof-of-erasure PDF. Refuses if the ledger does not verify."""
+    import tempfile
+
+    from .evidence import build_evidence, evidence_bytes
+    from .report.keys import fingerprint, signing_files
+    from .report.pdf import render
+    from .report.sign import sign_report
+
+    eng = _engine()
+    files = signing_files(eng.config).require()
+    evidence = build_evidence(eng.ledger, request_id)      # refuses a broken ledger
+    with tempfile.TemporaryDirectory() as tmp:
+        unsigned = Path(tmp) / "unsigned.pdf"
+        render(evidence, fingerprint(files.root), unsigned)
+        sign_report(unsigned, evidence_bytes(evidence), files, output)
+    out = {"report": str(output), "request_id": request_id,
+           "ledger_checkpoint": evidence["ledger_checkpoint"],
+           "root_fingerprint_sha256": fingerprint(files.root)}
+    _emit(out, as_json, lambda o: typer.echo(
+        f"signed report {o['report']} (ledger checkpoint {o['ledger_checkpoint']['entries']} "
+        f"entries)"))
+
+
+@app.command("verify-report")
+def verify_report_cmd(path: Path = typer.Argument(...),
+                      root: Optional[Path] = typer.Option(
+                          None, help="Root certificate to pin (default: the configured one)"),
+                      as_json: bool = typer.Option(False, "--json")):
+    """Check a report: signature, whole-file coverage, pinned root, evidence vs ledger.
+    Exit 0 only if every check passes; otherwise 5, naming the failed check."""
+    from .evidence import build_evidence
+    from .report.keys import signing_files
+    from .report.sign import verify_report
+
+    rebuild, root_pem = None, root
+    try:
+        eng = _engine()
+        root_pem = root or signing_files(eng.config).root
+        if eng.config.ledger_path.exists():
+            def rebuild(ev):
+                return build_evidence(eng.ledger, ev["request"]["request_id"],
+                                      ev["ledger_checkpoint"]["entries"])
+    except Exception:   # no config: the PDF alone is checked, against --root if given
+        pass
+    rep = verify_report(path, root_pem, rebuild)
+
+    def human(o):
+        for c in o["checks"]:
+            typer.echo(f"  {'ok  ' if c['ok'] else 'FAIL'} {c['name']}: {c['detail']}")
+        typer.echo("report verifies" if o["ok"] else "report does NOT verify")
+    _emit(rep.to_json(), as_json, human)
+    if not rep.ok:
+        raise typer.Exit(5)
+
+
 @ledger_app.command("verify")
 def ledger_verify(as_json: bool = typer.Option(False, "--json")):
     """Recompute the ledger's hash chain; exit 5 naming the first entry that does not match."""

@@ -27,6 +27,10 @@ def submit(ledger: Ledger, keys: SubjectKeys, subject_id: str, requested_by: str
     if not subject_id or subject_id != subject_id.strip() or "\n" in subject_id:
         raise InputError("a subject id must be non-empty, without surrounding white space or "
                          "line breaks; nothing was recorded")
+    for label, text in (("--requested-by", requested_by), ("--reason", reason)):
+        if text and subject_id in text:
+            raise InputError(f"{label} contains the subject id; it is stored and printed in "
+                             "plain text, so it must not name the subject. Nothing was recorded")
     request_id = "req-" + uuid.uuid4().hex[:20]
     received = datetime.now(timezone.utc)
     hm = keys.subject_hmac(subject_id)
