@@ -6,7 +6,7 @@ DEMO_DIR ?= demo_lake
 DEMO_ROWS ?= 20000
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +16,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# poppler-utils (pdfsig, pdftotext, pdftoppm) read signed reports back; Debian's package
+system-deps:
+	@command -v pdfsig >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+		(apt-get update -qq && apt-get install -y -qq poppler-utils) >/dev/null 2>&1; } || \
+		echo "note: install poppler-utils (pdfsig, pdftotext) to check reports"
+
+demo: $(STAMP) system-deps
 	DEMO_DIR=$(DEMO_DIR) DEMO_ROWS=$(DEMO_ROWS) $(BIN)/python -m sample_lake.demo
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
