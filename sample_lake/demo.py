@@ -1,5 +1,9 @@
 """`make demo`: build the sample lake and erase one subject end to end with the real CLI.
 
+The lake includes an MLflow registry with two models: `review_sentiment` learned from the
+subjects' reviews and features and is flagged for retraining by the run;
+`daily_rating_forecast` learned from an aggregate without a subject key and is not.
+
 Environment: DEMO_DIR (default demo_lake), DEMO_ROWS (default 20000), DEMO_SUBJECT (42).
 """
 
@@ -59,6 +63,34 @@ def online_features(repo: str, ids: list[int]) -> dict[int, dict]:
     return {i: {r.split(":")[1]: res[r.split(":")[1]][k] for r in refs} for k, i in enumerate(ids)}
 
 
+MODELS = ("review_sentiment", "daily_rating_forecast")
+
+
+def model_flags(uri: str) -> dict[str, dict]:
+    """Per registered model: the champion version, its aliases and its erasure.* tags."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    out = {}
+    for name in MODELS:
+        version = client.get_model_version_by_alias(name, "champion").version
+        mv = client.get_model_version(name, version)
+        out[name] = {"version": str(mv.version), "aliases": list(mv.aliases or []),
+                     "erasure_tags": {k: v for k, v in sorted(mv.tags.items())
+                                      if k.startswith("erasure.")},
+                     "description": mv.description or ""}
+    return out
+
+
+def show_models(flags: dict[str, dict]) -> None:
+    for name, f in flags.items():
+        print(f"  {name} v{f['version']} (aliases: {', '.join(f['aliases']) or '-'})")
+        for k, v in f["erasure_tags"].items():
+            print(f"      {k} = {v}")
+        if not f["erasure_tags"]:
+            print("      no erasure.* tags")
+
+
 def main() -> None:
     out = Path(os.environ.get("DEMO_DIR", "demo_lake")).resolve()
     rows = int(os.environ.get("DEMO_ROWS", "20000"))
@@ -73,6 +105,9 @@ def main() -> None:
         print("\nFeast online features before (what a model is served):")
         for i, feats in online_features(info["feast_repo"], [subject, neighbour]).items():
             print(f"  author {i}: {feats}")
+    if info.get("mlflow_uri"):
+        print("\nMLflow registered models before:")
+        show_models(model_flags(info["mlflow_uri"]))
 
     banner("2. Lineage: where does a user's data flow?")
     erasure(cfg, "lineage", "show")
@@ -88,11 +123,16 @@ def main() -> None:
 
     banner("5. Erase, purge residue, verify")
     erasure(cfg, "run", rid)
-    banner("6. Re-running is safe: nothing is repeated")
+    flags = None
+    if info.get("mlflow_uri"):
+        banner("6. MLflow: which models learned from the subject?")
+        flags = model_flags(info["mlflow_uri"])
+        show_models(flags)
+    banner("7. Re-running is safe: nothing is repeated")
     erasure(cfg, "run", rid)
     erasure(cfg, "status", rid)
 
-    banner("7. Independent check with deltalake")
+    banner("8. Independent check with deltalake, Feast and MLflow")
     after = count_subject(info["tables"], subject)
     ok = True
     for name in before:
@@ -106,6 +146,16 @@ def main() -> None:
             print(f"  author {i}: {feats}")
         ok &= all(v is None for v in served[subject].values())
         ok &= all(v is not None for v in served[neighbour].values())
+    if flags is not None:
+        flags = model_flags(info["mlflow_uri"])   # after the re-run, read afresh
+        sentiment, forecast = flags["review_sentiment"], flags["daily_rating_forecast"]
+        flagged = sentiment["erasure_tags"].get("erasure.retrain_required") == "true"
+        request_tagged = f"erasure.request.{rid}" in sentiment["erasure_tags"]
+        print(f"review_sentiment v{sentiment['version']} (champion) flagged for retraining: "
+              f"{flagged}; tagged with the request: {request_tagged}")
+        print(f"daily_rating_forecast v{forecast['version']} (champion) erasure tags: "
+              f"{forecast['erasure_tags'] or 'none'}")
+        ok &= flagged and request_tagged and not forecast["erasure_tags"]
     email = f"user{subject}@example.com".encode()
     leftovers = [p for p in (out / "tables").rglob("*") if p.is_file()
                  and p.suffix != ".parquet" and email in p.read_bytes()]
@@ -115,6 +165,20 @@ def main() -> None:
           f"{email in ledger or f'user_{subject}'.encode() in ledger}")
     if not ok or leftovers:
         sys.exit("demo: independent check failed")
+    banner("8. Signed proof of erasure for the auditor")
+    erasure(cfg, "keys", "init", "--force")
+    proof = out / "proof.pdf"
+    erasure(cfg, "report", rid, "--output", str(proof))
+    erasure(cfg, "verify-report", str(proof))
+    import shutil
+    if shutil.which("pdftoppm"):
+        subprocess.run(["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "1", str(proof),
+                        str(out / "proof-page")], check=True)
+        print(f"page one rendered to {out / 'proof-page-1.png'}")
+    if shutil.which("pdfsig"):
+        sig = subprocess.run(["pdfsig", str(proof)], capture_output=True, text=True).stdout
+        print("pdfsig: " + "; ".join(x.strip(" -") for x in sig.splitlines()
+                                     if "Validation" in x or "signed" in x))
     banner("Done: subject erased everywhere the lineage reaches; other users intact")
 
 
