@@ -347,7 +347,7 @@ def report(request_id: str = typer.Argument(...),
     """Write a signed proof-of-erasure PDF. Refuses if the ledger does not verify."""
     import tempfile
 
-    from .evidence import build_evidence, evidence_bytes
+    from .evidence import build_evidence, evidence_bytes, signed_checkpoint
     from .report.keys import fingerprint, signing_files
     from .report.pdf import render
     from .report.sign import sign_report
@@ -359,6 +359,7 @@ def report(request_id: str = typer.Argument(...),
         unsigned = Path(tmp) / "unsigned.pdf"
         render(evidence, fingerprint(files.root), unsigned)
         sign_report(unsigned, evidence_bytes(evidence), files, output)
+    signed_checkpoint(eng.ledger, files)   # the report's state, signed into the ledger too
     out = {"report": str(output), "request_id": request_id,
            "ledger_checkpoint": evidence["ledger_checkpoint"],
            "root_fingerprint_sha256": fingerprint(files.root)}
@@ -402,10 +403,18 @@ def verify_report_cmd(path: Path = typer.Argument(...),
 @ledger_app.command("verify")
 def ledger_verify(as_json: bool = typer.Option(False, "--json")):
     """Recompute the ledger's hash chain; exit 5 naming the first entry that does not match."""
+    from .evidence import verify_checkpoints
+    from .report.keys import signing_files
+
     eng = _engine()
     ok, n, problem = eng.ledger.verify_chain()
     seq, head = eng.ledger.head()
-    out = {"ok": ok, "entries": n, "head": {"seq": seq, "hash": head}, "problem": problem}
+    cert = signing_files(eng.config).cert
+    cp_problems = verify_checkpoints(eng.ledger, cert if cert.is_file() else None) if ok else []
+    if cp_problems:
+        ok, problem = False, cp_problems[0]
+    out = {"ok": ok, "entries": n, "head": {"seq": seq, "hash": head}, "problem": problem,
+           "signed_checkpoints_checked": cert.is_file()}
     _emit(out, as_json, lambda o: typer.echo(
         f"ledger OK: {o['entries']} entries, head {o['head']['hash'][:16]}…" if o["ok"]
         else f"ledger BROKEN: {o['problem']}"))

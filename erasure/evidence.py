@@ -30,6 +30,37 @@ def checkpoint(ledger: Ledger, upto: int | None = None) -> dict[str, Any]:
     return {"entries": upto, "head_hash": row[0] if row else GENESIS}
 
 
+def signed_checkpoint(ledger: Ledger, files) -> dict[str, Any]:
+    """Append a signed checkpoint (entry count and head hash, signed with the report key)
+    to the ledger itself: a later rewrite of the chain from an earlier entry on no longer
+    matches a checkpoint the attacker cannot re-sign without the key."""
+    from .report.keys import fingerprint, sign_bytes
+
+    cp = checkpoint(ledger)
+    body = {**cp, "signer_fingerprint_sha256": fingerprint(files.cert)}
+    body["signature"] = sign_bytes(files, canonical(cp).encode())
+    ledger.append(None, "ledger.checkpoint", body)
+    return body
+
+
+def verify_checkpoints(ledger: Ledger, cert_pem) -> list[str]:
+    """Problems with the signed checkpoints recorded in the ledger (empty when all hold)."""
+    from .report.keys import verify_bytes
+
+    problems, hashes = [], {e.seq: e.hash for e in ledger.entries()}
+    for e in ledger.entries():
+        if e.kind != "ledger.checkpoint":
+            continue
+        cp = {"entries": e.body["entries"], "head_hash": e.body["head_hash"]}
+        if hashes.get(cp["entries"], GENESIS if cp["entries"] == 0 else None) != cp["head_hash"]:
+            problems.append(f"checkpoint at entry {e.seq} does not match the chain at entry "
+                            f"{cp['entries']}")
+        elif cert_pem is not None and not verify_bytes(cert_pem, canonical(cp).encode(),
+                                                       e.body["signature"]):
+            problems.append(f"checkpoint at entry {e.seq} has a signature that does not verify")
+    return problems
+
+
 def build_evidence(ledger: Ledger, request_id: str, upto: int | None = None) -> dict[str, Any]:
     cp = checkpoint(ledger, upto)
     entries = [e for e in ledger.require(request_id) if e.seq <= cp["entries"]]

@@ -116,3 +116,35 @@ def init_keys(directory: Path, organisation: str = "Erasure engine (project-loca
     write(paths["signer.pem"], signer.public_bytes(pem), False)
     return {"directory": str(directory), "root_fingerprint_sha256": fingerprint(paths["root.pem"]),
             **{k: str(v) for k, v in paths.items()}}
+
+
+def sign_bytes(files: SigningFiles, data: bytes) -> str:
+    """Detached signature (ECDSA P-256/SHA-256, or RSA PKCS#1 v1.5) as hex."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+    key = serialization.load_pem_private_key(files.key.read_bytes(), password=None)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(data, ec.ECDSA(hashes.SHA256())).hex()
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(data, padding.PKCS1v15(), hashes.SHA256()).hex()
+    raise ConfigError("the signing key must be EC or RSA")
+
+
+def verify_bytes(cert_pem: Path, data: bytes, signature_hex: str) -> bool:
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+    pub = x509.load_pem_x509_certificate(cert_pem.read_bytes()).public_key()
+    try:
+        if isinstance(pub, ec.EllipticCurvePublicKey):
+            pub.verify(bytes.fromhex(signature_hex), data, ec.ECDSA(hashes.SHA256()))
+        elif isinstance(pub, rsa.RSAPublicKey):
+            pub.verify(bytes.fromhex(signature_hex), data, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            return False
+        return True
+    except (InvalidSignature, ValueError):
+        return False
