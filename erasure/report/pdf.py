@@ -134,7 +134,7 @@ def render(evidence: dict[str, Any], root_fingerprint: str, out: Path) -> None:
     n_verified = len({t["name"] for t in verified})
     verdict = (f"<b>{status}.</b> The subject's data reached {reach}. "
                f"{n_verified} of {n_systems} were verified erased"
-               + (f" (model versions flagged for retraining)" if kinds.get("mlflow") else "")
+               + (" (model versions flagged for retraining)" if kinds.get("mlflow") else "")
                + f", last at {max((steps[(_key(t), 'verify')]['ts'] for t in verified), default='-')}.")
     story += [Paragraph(verdict, body), Spacer(1, 4 * mm)]
     rows = [("Request", req["request_id"]), ("Status", status),
