@@ -43,6 +43,7 @@ class TrainingInput:
     dataset: tuple[str, str]            # dataset identity (namespace, name)
     version: int | None                 # Delta version the run read, if logged
     raw_source: str
+    run_start_ms: int | None = None     # to date an unversioned Delta read (MLflow drops v0)
 
 
 @dataclass
@@ -126,7 +127,8 @@ class MlflowConnector:
                                      max_results=10_000, page_token=token)
                 for r in runs:
                     for di in (r.inputs.dataset_inputs if r.inputs else []):
-                        inputs.extend(self._inputs_of(r.info.run_id, di.dataset))
+                        inputs.extend(self._inputs_of(r.info.run_id, di.dataset,
+                                                      r.info.start_time))
                 token = runs.token
                 if not token:
                     break
@@ -159,7 +161,7 @@ class MlflowConnector:
             return None
 
     @staticmethod
-    def _inputs_of(run_id: str, ds) -> list[TrainingInput]:
+    def _inputs_of(run_id: str, ds, start_ms: int | None = None) -> list[TrainingInput]:
         out = []
         try:
             src = json.loads(ds.source) if ds.source else {}
@@ -172,7 +174,8 @@ class MlflowConnector:
             ident = dataset_identity(text)
             if ident:
                 out.append(TrainingInput(run_id, ident, int(version) if version is not None
-                                         else None, ds.source or ""))
+                                         else None, ds.source or "",
+                                         start_ms if ds.source_type == "delta_table" else None))
         return out
 
     # ---- lineage join -------------------------------------------------------------------
@@ -202,7 +205,7 @@ class MlflowConnector:
                     "trained_on",
                     {"namespace": ident[0], "name": ident[1], "column": src.column,
                      "job": f"run:{ti.run_id}", "dataset_version": ti.version,
-                     "aliases": mv.aliases}))
+                     "run_start_ms": ti.run_start_ms, "aliases": mv.aliases}))
         targets += self._lineage_linked(graph, dataset_targets, unresolved, seen)
         return targets, [], []
 
@@ -241,38 +244,72 @@ class MlflowConnector:
             raise UnknownDatasetError(f"not a model version: {name}")
         return model, version
 
-    def subject_in_training(self, derived: dict, values: Sequence[Any]) -> dict[Any, int]:
-        """1 when the dataset version the run read held the subject's rows, else 0."""
+    def subject_in_training(self, derived: dict, values: Sequence[Any]) -> dict[Any, int | None]:
+        """1 when the dataset version the run read held the subject's rows, 0 when it did
+        not, None when that can no longer be known (the version was vacuumed, say)."""
         ident = (derived["namespace"], derived["name"])
         column = derived["column"]
         src = self._datasets.get(ident)
         conn = src.connector if src is not None else (
             self.registry.for_dataset(*ident) if self.registry is not None else None)
         if conn is None:
-            return {v: 1 for v in values}   # the dataset is gone: stay conservative
-        version = derived.get("dataset_version")
-        if conn.name == "delta" and version is not None:
+            return {v: None for v in values}
+        if conn.name == "delta":
+            version = derived.get("dataset_version")
+            if version is None and derived.get("run_start_ms"):
+                version = self._version_at(conn, ident, derived["run_start_ms"])
+            if version is None:
+                return {v: None for v in values}
             try:
                 dt = conn.open(ident[0], ident[1], version)
                 return {v: int(n > 0) for v, n in conn.count_rows(dt, column, values).items()}
             except Exception:
-                pass   # vacuumed: the version cannot be read; judge by the table now
+                return {v: None for v in values}   # vacuumed: that version cannot be read
         if conn.name == "feast":
             counted = conn.count(ident[0], ident[1], column, values)
             return {v: int(counted.rows.get(v, 0) > 0 or
                            (counted.details.get(v, {}).get("offline_rows_feast_reads") or 0) > 0)
                     for v in values}
+        # no versions (Parquet): the data now stands for the data then
         rows = conn.live_rows(ident[0], ident[1], column, values)
         return {v: int(n > 0) for v, n in rows.items()}
+
+    @staticmethod
+    def _version_at(conn, ident: tuple[str, str], ms: int) -> int | None:
+        """The Delta version current when a run started (MLflow drops version 0 from a
+        logged DeltaDatasetSource, so an unversioned read is dated by the run)."""
+        try:
+            hist = conn.open(*ident).history()
+        except Exception:
+            return None
+        at = [h["version"] for h in hist if h.get("timestamp") is not None and h["timestamp"] <= ms]
+        oldest = min((h["version"] for h in hist), default=None)
+        if not at:
+            return None
+        if oldest not in (0, None) and max(at) < oldest:
+            return None   # the log no longer reaches back to the run
+        return max(at)
+
+    @staticmethod
+    def _judged(present: dict[Any, int | None], planned: dict[Any, int] | None) -> dict[Any, int]:
+        """What counts: the plan's measurement where there is one (it was taken before any
+        data changed); else the measurement, unknown counting as present (flag rather than
+        miss a model)."""
+        if planned:
+            return {v: int(bool(planned.get(v, 0))) for v in present}
+        return {v: 1 if n is None else n for v, n in present.items()}
 
     def count(self, namespace: str, name: str, column: str, values: Sequence[Any],
               with_residue: bool = True, derived: dict | None = None) -> TargetCount:
         model, version = self._parse(name, derived or {})
         mv = self.client.get_model_version(model, version)
-        rows = self.subject_in_training(derived or {}, values) if derived else {v: 1 for v in values}
+        measured = self.subject_in_training(derived or {}, values) if derived else {v: None for v in values}
+        rows = self._judged(measured, None)
         flagged = mv.tags.get(FLAG) == "true"
         details = {v: {"model": model, "version": version, "aliases": list(mv.aliases or []),
                        "trained_on_dataset_version": (derived or {}).get("dataset_version"),
+                       "measured": "unknown, counted as present" if measured[v] is None
+                       else "by the dataset at that version",
                        "flagged": flagged} for v in values}
         return TargetCount(rows=rows, files={v: [] for v in values}, version=None,
                            residue={v: [] for v in values}, details=details)
@@ -283,8 +320,10 @@ class MlflowConnector:
     def table_version(self, namespace: str, name: str) -> int | None:
         return None
 
-    def live_rows(self, namespace, name, column, values, derived: dict | None = None):
-        return self.subject_in_training(derived or {}, values) if derived else {v: 1 for v in values}
+    def live_rows(self, namespace, name, column, values, derived: dict | None = None,
+                  requests=None, planned: dict[Any, int] | None = None):
+        return self._judged(self.subject_in_training(derived or {}, values)
+                            if derived and not planned else {v: None for v in values}, planned)
 
     def rows_written_since(self, namespace, name, version, upto=None) -> int:
         return 0
@@ -294,11 +333,12 @@ class MlflowConnector:
 
     # ---- flagging -------------------------------------------------------------------------
     def erase(self, namespace: str, name: str, column: str, values: Sequence[Any], tag: str,
-              derived: dict | None = None, requests: dict[Any, list[str]] | None = None
-              ) -> EraseResult:
+              derived: dict | None = None, requests: dict[Any, list[str]] | None = None,
+              planned: dict[Any, int] | None = None) -> EraseResult:
         """Flag the model version for the subjects whose data it learned from (idempotent)."""
         model, version = self._parse(name, derived or {})
-        present = self.subject_in_training(derived or {}, values) if derived else {v: 1 for v in values}
+        present = self._judged(self.subject_in_training(derived or {}, values)
+                               if derived and not planned else {v: None for v in values}, planned)
         rids = sorted({r for v, n in present.items() if n for r in (requests or {}).get(v, [])})
         if not any(present.values()):
             return EraseResult(0, None, None, 0, 0)
@@ -326,13 +366,17 @@ class MlflowConnector:
             c.update_model_version(model, version, description="\n".join(lines))
 
     def verify(self, namespace: str, name: str, column: str, values: Sequence[Any],
-               derived: dict, requests: dict[Any, list[str]]) -> dict[Any, list[str]]:
+               derived: dict, requests: dict[Any, list[str]],
+               planned: dict[Any, int] | None = None,
+               erased_versions: dict[str, int] | None = None) -> dict[Any, list[str]]:
         """Problems per subject: a model that learned from the subject must carry the flag
         and the request's tag. Also marks the flag superseded when a newer version of the
         same model was trained on a version of the dataset without the subject."""
         model, version = self._parse(name, derived)
         mv = self.client.get_model_version(model, version)
-        present = self.subject_in_training(derived, values)
+        # the plan measured before anything changed; after the purge it cannot be measured again
+        present = self._judged(self.subject_in_training(derived, values)
+                               if not planned else {v: None for v in values}, planned)
         out: dict[Any, list[str]] = {}
         for v in values:
             problems = []
@@ -344,15 +388,17 @@ class MlflowConnector:
                         problems.append(f"model {model} v{version} has no tag {REQUEST_TAG}{rid}")
             out[v] = problems
         if mv.tags.get(FLAG) == "true" and SUPERSEDED not in mv.tags:
-            newer = self.clean_successor(model, int(version), derived, values)
+            newer = self.clean_successor(model, int(version), derived, values,
+                                         (erased_versions or {}).get(derived["name"]))
             if newer is not None:
                 self.client.set_model_version_tag(model, version, SUPERSEDED, str(newer))
         return out
 
     def clean_successor(self, model: str, version: int, derived: dict,
-                        values: Sequence[Any]) -> int | None:
-        """The newest later version trained on the same dataset at a version that holds
-        none of these subjects, if any."""
+                        values: Sequence[Any], erased_version: int | None = None) -> int | None:
+        """The newest later version trained on the same dataset at a version known to hold
+        none of these subjects: committed at or after their erasure, or read by time travel
+        and found without them. An unreadable version is not clean."""
         inputs, by_run = self.index()
         ident = (derived["namespace"], derived["name"])
         best = None
@@ -361,8 +407,11 @@ class MlflowConnector:
                 continue
             for mv in by_run.get(ti.run_id, []):
                 if mv.model == model and int(mv.version) > version and ti.version is not None:
+                    if erased_version is not None and ti.version >= erased_version:
+                        best = max(best or 0, int(mv.version))
+                        continue
                     d = {**derived, "dataset_version": ti.version}
-                    if not any(self.subject_in_training(d, values).values()):
+                    if all(n == 0 for n in self.subject_in_training(d, values).values()):
                         best = max(best or 0, int(mv.version))
         return best
 
@@ -389,5 +438,9 @@ def settings_from(raw: dict, base_dir=None) -> MlflowSettings | None:
     def resolve(uri: str | None) -> str | None:
         if uri and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////") and base_dir:
             return "sqlite:///" + str(base_dir / uri[len("sqlite:///"):])
+        if uri and uri.startswith(("postgresql://", "postgres://")):
+            # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; the installed driver
+            # is psycopg2 (MLflow's own default)
+            return "postgresql+psycopg2://" + uri.split("://", 1)[1]
         return uri
     return MlflowSettings(resolve(m["tracking_uri"]), resolve(m.get("registry_uri")))

@@ -393,7 +393,8 @@ def verify_report_cmd(path: Path = typer.Argument(...),
 
     def human(o):
         for c in o["checks"]:
-            typer.echo(f"  {'ok  ' if c['ok'] else 'FAIL'} {c['name']}: {c['detail']}")
+            mark = "skip" if c.get("skipped") else "ok  " if c["ok"] else "FAIL"
+            typer.echo(f"  {mark} {c['name']}: {c['detail']}")
         typer.echo("report verifies" if o["ok"] else "report does NOT verify")
     _emit(rep.to_json(), as_json, human)
     if not rep.ok:

@@ -108,9 +108,25 @@ class Runner:
         if not getattr(conn, "wants_context", False):
             return {}
         requests: dict[Any, list[str]] = {}
+        planned: dict[Any, int] = {}
         for m in members:
             requests.setdefault(m.value, []).append(m.request_id)
-        return {"derived": members[0].target.derived_from, "requests": requests}
+            planned[m.value] = max(planned.get(m.value, 0), m.target.rows)
+        return {"derived": members[0].target.derived_from, "requests": requests,
+                "planned": planned}
+
+    def _erased_versions(self, members: list[Member]) -> dict[str, int]:
+        """Per dataset, the first table version without these subjects (their erase
+        commits), from the ledger: what a retrained model must have read to be clean."""
+        out: dict[str, int] = {}
+        for m in members:
+            st = self.states[m.request_id]
+            for (key, phase), step in st.steps.items():
+                if phase == "erase" and step.get("state") == "completed" and \
+                        step.get("version_after") is not None:
+                    name = step["name"]
+                    out[name] = max(out.get(name, 0), step["version_after"])
+        return out
 
     def _erase(self, conn, members: list[Member]) -> None:
         t = members[0].target
@@ -133,8 +149,7 @@ class Runner:
                 self._record("step.started", m, "erase", tag=self.batch, table_version=version)
         already = conn.rows_deleted_by_tags(t.namespace, t.name, earlier_tags) if earlier_tags else 0
         ctx = self._context(conn, pending)
-        live = conn.live_rows(t.namespace, t.name, t.column, values,
-                              **({"derived": t.derived_from} if ctx else {}))
+        live = conn.live_rows(t.namespace, t.name, t.column, values, **ctx)
         allowed = conn.rows_written_since(t.namespace, t.name, plan_version)
         # a connector that cannot trace an interrupted attempt (a Parquet file rewritten just
         # before a crash) may legitimately find fewer rows than planned on resume
@@ -216,7 +231,8 @@ class Runner:
         values = list(dict.fromkeys(m.value for m in pending))
         if hasattr(conn, "verify"):    # a connector with its own proof (MLflow: the flag)
             problems = conn.verify(t.namespace, t.name, t.column, values,
-                                   **self._context(conn, pending))
+                                   **self._context(conn, pending),
+                                   erased_versions=self._erased_versions(pending))
             with self.ledger.transaction():
                 for m in pending:
                     self._record_verification(m, phase, problems.get(m.value, []), dict(

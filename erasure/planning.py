@@ -125,7 +125,13 @@ def resolve_targets(config: Config, graph: LineageGraph, registry,
     # stores fed by those datasets (feature views): connectors that derive their targets
     for conn in registry.connectors:
         if hasattr(conn, "derive_targets"):
-            more, more_unresolved, left = conn.derive_targets(graph, list(targets), unresolved)
+            try:
+                more, more_unresolved, left = conn.derive_targets(graph, list(targets), unresolved)
+            except ErasureError:
+                raise
+            except Exception as exc:   # the store is unreachable or misconfigured
+                raise ConnectorError(f"{conn.name}: cannot read the store: "
+                                     f"{type(exc).__name__}: {str(exc)[:400]}") from None
             targets.extend(more)
             unresolved.extend(more_unresolved)
             if untouched is not None:

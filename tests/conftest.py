@@ -49,7 +49,7 @@ def lake(tmp_path, monkeypatch) -> Lake:
 
     monkeypatch.delenv("ERASURE_SUBJECT_KEY", raising=False)
     monkeypatch.delenv("ERASURE_CONFIG", raising=False)
-    info = generate(tmp_path / "lake", rows=2000, seed=11, feast=False)
+    info = generate(tmp_path / "lake", rows=2000, seed=11, feast=False, mlflow=False)
     return Lake(Path(info["out_dir"]), Path(info["config"]), info["tables"], Path(info["events"]))
 
 

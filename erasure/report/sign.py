@@ -42,6 +42,7 @@ class Check:
     name: str
     ok: bool
     detail: str = ""
+    skipped: bool = False
 
 
 @dataclass
@@ -58,8 +59,8 @@ class ReportVerification:
         return ok
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail}
-                                          for c in self.checks],
+        return {"ok": self.ok, "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail,
+                                           "skipped": c.skipped} for c in self.checks],
                 "request_id": (self.evidence or {}).get("request", {}).get("request_id")}
 
 
@@ -101,13 +102,19 @@ def verify_report(path: Path, root_pem: Path | None, rebuild=None) -> ReportVeri
                 "the signed bytes were changed after signing")
         rep.add("signature-valid", bool(status.valid), "cryptographically valid"
                 if status.valid else "the signature does not verify")
-        rep.add("signer-trusted", bool(status.trusted) and bool(roots),
-                f"chains to the pinned root {fingerprint(root_pem)}" if roots and status.trusted
+        # judged on the certificate path alone: pyHanko's `trusted` also turns false when
+        # the digest does not match, which would blame the signer for an edited document
+        chain_ok = (bool(roots) and getattr(status, "trust_problem_indic", None) is None
+                    and getattr(status, "validation_path", None) is not None)
+        rep.add("signer-trusted", chain_ok,
+                f"chains to the pinned root {fingerprint(root_pem)}" if chain_ok
                 else "does not chain to the pinned root" if roots else "no root certificate given")
         rep.add("covers-whole-file", status.coverage == SignatureCoverageLevel.ENTIRE_FILE,
                 f"coverage {status.coverage.name}")
         try:
-            names = reader.root["/Names"]["/EmbeddedFiles"]["/Names"]
+            # the evidence as signed: read from the signed revision, not a later one
+            root = reader.get_historical_root(sigs[0].signed_revision)
+            names = root["/Names"]["/EmbeddedFiles"]["/Names"]
             data = None
             for i in range(0, len(names), 2):
                 if str(names[i]) == EVIDENCE_NAME:
@@ -119,7 +126,11 @@ def verify_report(path: Path, root_pem: Path | None, rebuild=None) -> ReportVeri
         except Exception as exc:
             rep.add("evidence-embedded", False, f"no readable {EVIDENCE_NAME}: {exc}")
             return rep
-    if rebuild is not None:
+    if rebuild is None:
+        rep.add("evidence-matches-ledger", True, "skipped: no ledger available here; only the "
+                "PDF and its signature were checked")
+        rep.checks[-1].skipped = True
+    else:
         from ..ledger import canonical
 
         try:
