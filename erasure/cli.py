@@ -425,8 +425,13 @@ def ledger_verify(as_json: bool = typer.Option(False, "--json")):
 
 def run_cli(argv: list[str] | None = None) -> int:
     """Run one command and return its exit code (what `main` exits with)."""
+    import warnings
+
     from .errors import ErasureError
 
+    # libraries' deprecation chatter (feast switches it on process-wide) is not for operators
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
     try:
         rv = app(args=argv, standalone_mode=False)
         return rv if isinstance(rv, int) else 0

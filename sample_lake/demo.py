@@ -165,7 +165,7 @@ def main() -> None:
           f"{email in ledger or f'user_{subject}'.encode() in ledger}")
     if not ok or leftovers:
         sys.exit("demo: independent check failed")
-    banner("8. Signed proof of erasure for the auditor")
+    banner("9. Signed proof of erasure for the auditor")
     erasure(cfg, "keys", "init", "--force")
     proof = out / "proof.pdf"
     erasure(cfg, "report", rid, "--output", str(proof))

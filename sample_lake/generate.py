@@ -13,6 +13,10 @@ mimics a sentiment pipeline over user reviews containing personal data::
     events/lineage.jsonl            OpenLineage START/COMPLETE events with column lineage
     feature_repo/                   Feast repo (SQLite online store), materialized
                                     (skipped with --no-feast / feast=False)
+    mlflow.db, mlartifacts/         MLflow tracking store and registry: "review_sentiment"
+                                    (trained on clean/reviews + user_features, alias champion)
+                                    and "daily_rating_forecast" (trained on agg/daily_ratings)
+                                    (skipped with --no-mlflow / mlflow=False)
     erasure.toml                    engine configuration (paths relative to the file)
 
 Everything in the table *contents* and in the event payloads is a pure
@@ -25,12 +29,15 @@ seconds rather than minutes.
 
 Usage::
 
-    python -m sample_lake.generate --out DIR [--rows N] [--seed S] [--force] [--no-feast] [--json]
+    python -m sample_lake.generate --out DIR [--rows N] [--seed S] [--force] [--no-feast]
+                                   [--no-mlflow] [--json]
 
-The CLI skips the Feast repo above ``CLI_FEAST_MAX_ROWS`` rows (as if ``--no-feast``).
+The CLI skips the Feast repo and the MLflow store above ``CLI_FEAST_MAX_ROWS`` rows
+(as if ``--no-feast --no-mlflow``).
 
-Feast is imported only when the Feast repo is built (``sample_lake.feast_repo``),
-so importing this module stays cheap.
+Feast is imported only when the Feast repo is built (``sample_lake.feast_repo``), mlflow
+and scikit-learn only when the MLflow store is built (``sample_lake.mlflow_models``), so
+importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
 
 __all__ = ["generate", "main", "PRODUCER", "JOB_NAMESPACE", "DATASET_NAMESPACE", "TABLES", "EXPORTS",
-           "FEAST_REPO_DIR"]
+           "FEAST_REPO_DIR", "MLFLOW_URI"]
 
 PRODUCER = "https://github.com/erasure-engine/sample_lake"
 JOB_NAMESPACE = "sentiment-pipeline"
@@ -73,10 +80,14 @@ EXPORTS: dict[str, str] = {
 #: Feast repo folder relative to ``out_dir`` (also the ``[[feast]] repo`` value in erasure.toml)
 FEAST_REPO_DIR = "feature_repo"
 
-#: The CLI builds the Feast repo by default only up to this many rows. Feast's
+#: ``[mlflow] tracking_uri`` in erasure.toml (relative to the file; the engine resolves it)
+MLFLOW_URI = "sqlite:///mlflow.db"
+
+#: The CLI builds the Feast repo (and the MLflow store) by default only up to this many rows. Feast's
 #: materialize writes the SQLite online store one row at a time (~40 s per
 #: million reviews; 5M rows: ~320 s and 3.6 GB RSS), which would swamp the
 #: benchmark (``--rows 5000000 --json``). ``generate(..., feast=True)`` has no limit.
+#: The MLflow store is skipped above the same limit, so the benchmark command is unchanged.
 CLI_FEAST_MAX_ROWS = 200_000
 
 #: user ids guaranteed to have at least ``_MIN_REVIEWS_SMALL_IDS`` reviews each
@@ -172,6 +183,11 @@ residue = "purge"
 FEAST_CONFIG_TOML = f"""
 [[feast]]
 repo = "{FEAST_REPO_DIR}"
+"""
+
+MLFLOW_CONFIG_TOML = f"""
+[mlflow]
+tracking_uri = "{MLFLOW_URI}"
 """
 
 
@@ -489,7 +505,7 @@ def _lineage_events(paths: dict[str, Path], schemas: dict[str, pa.Schema], stats
 
 
 def generate(out_dir: str | Path, rows: int = 20000, seed: int = 7, *, force: bool = False,
-             feast: bool = True) -> dict:
+             feast: bool = True, mlflow: bool = True) -> dict:
     """Generate the sample lake into ``out_dir`` and return a summary.
 
     ``out_dir`` is created if missing; if it exists and is non-empty a
@@ -502,10 +518,16 @@ def generate(out_dir: str | Path, rows: int = 20000, seed: int = 7, *, force: bo
     online store, and erasure.toml gets a ``[[feast]]`` section; this imports
     feast (~10 s). Pass ``feast=False`` for a fast lake without Feast.
 
+    With ``mlflow=True`` (the default) an MLflow SQLite tracking store and registry
+    ``mlflow.db`` (artifacts in ``mlartifacts/``) is built with two registered models
+    (``sample_lake.mlflow_models``), and erasure.toml gets an ``[mlflow]`` section; this
+    imports mlflow and scikit-learn and takes ~20 s. Pass ``mlflow=False`` to skip it.
+
     Returns ``{"out_dir", "tables" (name -> abs path, Delta folders plus the
     "exports/user_activity" Parquet file), "events", "config", "feast_repo"
     (abs path or None), "rows" (Delta table name -> row count), "users",
-    "files" (Delta table name -> data file count)}``.
+    "files" (Delta table name -> data file count), "mlflow_uri" (absolute
+    ``sqlite:///`` uri of mlflow.db, or None)}``.
     """
     rows = int(rows)
     if rows < MIN_ROWS:
@@ -543,8 +565,15 @@ def generate(out_dir: str | Path, rows: int = 20000, seed: int = 7, *, force: bo
         feast_repo = build_feast_repo(out, {name: str(paths[name]) for name in TABLES},
                                       paths["exports/user_activity"], materialize=True)
 
+    mlflow_uri: str | None = None
+    if mlflow:
+        from sample_lake.mlflow_models import build_mlflow_store
+
+        mlflow_uri = build_mlflow_store(out, {name: str(paths[name]) for name in TABLES})
+
     config_path = out / "erasure.toml"
-    config_path.write_text(CONFIG_TOML + (FEAST_CONFIG_TOML if feast else ""), encoding="utf-8")
+    config_path.write_text(CONFIG_TOML + (FEAST_CONFIG_TOML if feast else "")
+                           + (MLFLOW_CONFIG_TOML if mlflow else ""), encoding="utf-8")
 
     return {
         "out_dir": str(out),
@@ -555,6 +584,7 @@ def generate(out_dir: str | Path, rows: int = 20000, seed: int = 7, *, force: bo
         "rows": {name: stats[name]["rows"] for name in TABLES},
         "users": n_users,
         "files": {name: stats[name]["files"] for name in TABLES},
+        "mlflow_uri": mlflow_uri,
     }
 
 
@@ -562,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m sample_lake.generate",
         description="Generate the deterministic sample Delta lake (tables, Parquet export, OpenLineage events, "
-                    "Feast repo, erasure.toml).",
+                    "Feast repo, MLflow store, erasure.toml).",
     )
     parser.add_argument("--out", required=True, help="output directory (created if missing)")
     parser.add_argument("--rows", type=int, default=20000, help="number of raw reviews (default 20000)")
@@ -571,6 +601,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-feast", dest="feast", action="store_false", default=None,
                         help="skip the Feast repo (no feast import, no materialize, no [[feast]] in "
                              f"erasure.toml); implied when --rows > {CLI_FEAST_MAX_ROWS:,}")
+    parser.add_argument("--no-mlflow", dest="mlflow", action="store_false", default=None,
+                        help="skip the MLflow store (no mlflow import, no model training, no [mlflow] "
+                             f"in erasure.toml); implied when --rows > {CLI_FEAST_MAX_ROWS:,}")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
 
@@ -581,10 +614,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: --rows > {CLI_FEAST_MAX_ROWS:,}: Feast repo skipped (materializing it takes "
                   "minutes at this size); build it from Python with generate(..., feast=True)",
                   file=sys.stderr)
+    mlflow = args.mlflow
+    if mlflow is None:
+        mlflow = args.rows <= CLI_FEAST_MAX_ROWS
+        if not mlflow:
+            print(f"note: --rows > {CLI_FEAST_MAX_ROWS:,}: MLflow store skipped (it would only add "
+                  "import and training time to the benchmark); build it from Python with "
+                  "generate(..., mlflow=True)", file=sys.stderr)
 
     t0 = time.perf_counter()
     try:
-        summary = generate(args.out, rows=args.rows, seed=args.seed, force=args.force, feast=feast)
+        summary = generate(args.out, rows=args.rows, seed=args.seed, force=args.force, feast=feast,
+                           mlflow=mlflow)
     except (FileExistsError, ValueError) as exc:
         parser.error(str(exc))  # exits with status 2
     elapsed = time.perf_counter() - t0
@@ -604,6 +645,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:<24} {n:>10,} rows    1 file   {path} (plain Parquet)")
     print(f"  events: {summary['events']}")
     print(f"  feast:  {summary['feast_repo'] or '(skipped)'}")
+    print(f"  mlflow: {summary['mlflow_uri'] or '(skipped)'}")
     print(f"  config: {summary['config']}")
     return 0
 
