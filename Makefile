@@ -30,6 +30,8 @@ test: $(STAMP) system-deps
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_delta_erasure.py
+	$(BIN)/python bench/bench_feast_online.py
+	$(BIN)/python bench/bench_mlflow_impact.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
