@@ -155,7 +155,7 @@ def render(evidence: dict[str, Any], root_fingerprint: str, out: Path) -> None:
                            ("BACKGROUND", (0, 0), (0, -1), colors.HexColor("#f0f0f0")),
                            ("VALIGN", (0, 0), (-1, -1), "TOP")]))
     story += [t, Spacer(1, 4 * mm)]
-    remaining = [x for x in targets if x["residue_after"].get("remains")]
+    remaining = sorted({x["name"] for x in targets if x["residue_after"].get("remains")})
     story.append(Paragraph(
         "<b>What this document proves.</b> The engine found where the subject's data flowed "
         "(from the organisation's OpenLineage records), deleted it from each system listed "
