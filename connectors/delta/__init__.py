@@ -176,7 +176,13 @@ class DeltaConnector:
 
         fields = self._fields(dt)
         names = {column, fields.get(column, ("", column))[1]}
-        sc = scan_table_folder(root, self._live_files(dt, root), names, list(values))
+        live = self._live_files(dt, root)
+        missing = sorted(f for f in live if not (root / f).is_file())
+        if missing:
+            # a snapshot whose files are gone cannot prove anything about its rows
+            raise FileNotFoundError(f"{len(missing)} data files of the current version are not "
+                                    f"found (e.g. {missing[0]}); the table cannot be read")
+        sc = scan_table_folder(root, live, names, list(values))
         if column in dt.metadata().partition_columns:
             # the key is in the log's partitionValues, not in the file (nor always in its
             # folder name: Spark with column mapping uses random prefixes)
@@ -184,24 +190,33 @@ class DeltaConnector:
             col = f"partition.{column}"
             if col in adds.column_names:
                 by_str = {str(v): v for v in values}
-                for path, pv in zip(adds.column("path").to_pylist(), adds.column(col).to_pylist()):
-                    if pv is not None and str(pv) in by_str:
-                        sc.add_live(by_str[str(pv)], unquote(path))
+                for path, pv, n in zip(adds.column("path").to_pylist(), adds.column(col).to_pylist(),
+                                       adds.column("num_records").to_pylist()):
+                    rel = unquote(path)
+                    if pv is not None and str(pv) in by_str and rel not in sc.live.get(
+                            by_str[str(pv)], ()):
+                        v = by_str[str(pv)]
+                        sc.add_live(v, rel)
+                        sc.live_rows[v] = sc.live_rows.get(v, 0) + int(n or 0)
         return sc
 
     def count(self, namespace: str, name: str, column: str, values: Sequence[Any],
               with_residue: bool = True) -> TargetCount:
         dt = self.open(namespace, name)
-        rows = self.count_rows(dt, column, values)
         files: dict[Any, list[str]] = {v: [] for v in values}
         residue: dict[Any, list[str]] = {}
-        if with_residue:
-            sc = self.scan(namespace, name, column, values, dt)
-            if sc is not None:
-                for v in values:
-                    files[v] = sorted(sc.live.get(v, ()))
-                    tr = sc.residue(v)
-                    residue[v] = sorted(f"{f} ({k})" for f, k in tr.items())
+        sc = self.scan(namespace, name, column, values, dt) if with_residue else None
+        if sc is None:
+            rows = self.count_rows(dt, column, values)
+        else:
+            # one pass over the files gives the rows too; only rows hidden by deletion
+            # vectors need the reader, and only for the keys the files hold physically
+            rows = {v: sc.live_rows.get(v, 0) for v in values}
+            if "deletionVectors" in (dt.protocol().reader_features or []):
+                rows.update(self.count_rows(dt, column, [v for v in values if sc.live.get(v)]))
+            for v in values:
+                files[v] = sorted(sc.live.get(v, ()))
+                residue[v] = sorted(f"{f} ({k})" for f, k in sc.residue(v).items())
         return TargetCount(rows=rows, files=files, version=dt.version(), residue=residue)
 
     def rows_written_since(self, namespace: str, name: str, version: int,

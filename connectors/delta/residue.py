@@ -33,6 +33,7 @@ class FolderScan:
     """Where each key value was found: live data files, and every other trace by kind."""
 
     live: dict[Any, set[str]] = field(default_factory=dict)
+    live_rows: dict[Any, int] = field(default_factory=dict)   # physical rows in live files
     traces: dict[Any, dict[str, str]] = field(default_factory=dict)   # value -> {file: kind}
     files_scanned: int = 0
     row_groups_skipped: int = 0
@@ -55,6 +56,9 @@ class _Matcher:
         self.names = names
         if self.is_int:
             self.int_re = re.compile(r"(?<![\w.])-?\d+(?![\w.])")
+        elif len(self.values) > 200:
+            self.str_res = None     # many keys: token lookup instead of one regex per key
+            self.token_re = re.compile(r"'((?:[^']|'')*)'|([\w@.+-]+)")
         else:
             # a key as a whole token: "42" matches `name = '42'` or `(name#1 = 42)`, not "420"
             self.str_res = [(v, re.compile(
@@ -67,7 +71,21 @@ class _Matcher:
         as any occurrence (quoted and escaped forms included)."""
         if self.is_int:
             return [self.as_str[t] for t in self.int_re.findall(s) if t in self.as_str]
+        if self.str_res is None:
+            found = []
+            for quoted, bare in self.token_re.findall(s):
+                tok = quoted.replace("''", "'") if quoted else bare
+                if tok in self.as_str:
+                    found.append(self.as_str[tok])
+            return found
         return [v for v, rx in self.str_res if rx.search(s)]
+
+    def value_array(self, typ):
+        """The keys as an Arrow array of the column's type, built once per type."""
+        cache = self.__dict__.setdefault("_arrays", {})
+        if typ not in cache:
+            cache[typ] = _value_array(self.values, typ)
+        return cache[typ]
 
     def equal(self, x: Any) -> list[Any]:
         if x is None or isinstance(x, (dict, list)):
@@ -100,14 +118,15 @@ class _Matcher:
                 self.walk(x, hits, ctx)
 
 
-def _parquet_hits(path: Path, names: set[str], m: _Matcher, scan: FolderScan) -> set:
+def _parquet_hits(path: Path, names: set[str], m: _Matcher, scan: FolderScan) -> dict:
+    """Rows per key value in one Parquet file (row groups skipped by their statistics)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(path)
     cols = [n for n in pf.schema_arrow.names if n in names]
-    hits: set = set()
+    hits: dict = {}
     if not cols:
         return hits
     sorted_vals = sorted(m.values)
@@ -132,9 +151,11 @@ def _parquet_hits(path: Path, names: set[str], m: _Matcher, scan: FolderScan) ->
             arr = pf.read_row_group(rg, columns=[col]).column(0)
             if pa.types.is_string_view(arr.type) or pa.types.is_large_string(arr.type):
                 arr = arr.cast(pa.string())   # delta-rs writes Utf8View; is_in has no kernel
-            found = pc.filter(arr, pc.is_in(arr, value_set=_value_array(m.values, arr.type)))
-            for x in found.unique().to_pylist():
-                hits.update(m.equal(x))
+            found = pc.filter(arr, pc.is_in(arr, value_set=m.value_array(arr.type)))
+            if len(found):
+                for c in pc.value_counts(found).to_pylist():
+                    for v in m.equal(c["values"]):
+                        hits[v] = hits.get(v, 0) + c["counts"]
     return hits
 
 
@@ -184,6 +205,7 @@ def scan_table_folder(root: Path, live_files: set[str], names: set[str],
             scan.files_scanned += 1
             in_log = rel.startswith("_delta_log/")
             hits: set = set()
+            counts: dict = {}
             kind = "other file"
             try:
                 if fn.endswith(".parquet") and in_log:
@@ -191,7 +213,10 @@ def scan_table_folder(root: Path, live_files: set[str], names: set[str],
                     m.walk(pq.read_table(full).to_pylist(), hits)
                 elif fn.endswith(".parquet"):
                     kind = "change data file" if rel.startswith("_change_data/") else "data file"
-                    hits = _parquet_hits(full, names, m, scan) | _partition_hits(rel, m)
+                    counts = _parquet_hits(full, names, m, scan)
+                    for v in _partition_hits(rel, m):
+                        counts[v] = counts.get(v, 0) + pq.ParquetFile(full).metadata.num_rows
+                    hits = set(counts)
                 elif in_log and (fn.endswith(".json") or fn.endswith(".crc") or fn == "_last_checkpoint"):
                     kind = "log entry"
                     for line in full.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -212,6 +237,7 @@ def scan_table_folder(root: Path, live_files: set[str], names: set[str],
             for v in hits:
                 if kind == "data file" and rel in live_files:
                     scan.add_live(v, rel)
+                    scan.live_rows[v] = scan.live_rows.get(v, 0) + counts.get(v, 0)
                 else:
                     scan.add_trace(v, rel, kind)
     return scan
