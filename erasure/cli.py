@@ -19,6 +19,7 @@ EXIT_CODES = "\n\n".join([
     "5 erasure failed (a step failed, the guard stopped it, verification failed, a dataset "
     "could not be read, the ledger does not verify)",
     "6 erased, but datasets downstream of the subject are unresolved and need an operator",
+    "7 a sweep found a subject back where it had been erased (the findings say where)",
     "75 try again later (concurrent writers kept winning the commit race, or another run "
     "holds the ledger)",
 ])
@@ -299,6 +300,76 @@ def verify(request_ids: List[str] = typer.Argument(None, help="Request ids (defa
         typer.echo(f"Overall: {o['status']}")
     _emit(out, as_json, human)
     raise typer.Exit(5 if violated else 0)
+
+
+@app.command()
+def sweep(as_json: bool = typer.Option(False, "--json"),
+          fix: bool = typer.Option(False, "--fix", help="Re-erase every subject found"),
+          every: Optional[str] = typer.Option(None, "--every", help="Stay running: one pass per "
+                                              "interval (30s, 15m, 24h, 7d)"),
+          max_passes: Optional[int] = typer.Option(None, "--max-passes", help="With --every: "
+                                                   "stop after this many passes"),
+          report_path: Optional[Path] = typer.Option(None, "--report", help="Also write the "
+                                                     "sweep report as JSON to this file")):
+    """One pass over every finished erasure: is any subject back anywhere? Exit 7 on findings."""
+    import time as _time
+
+    from .errors import InputError
+    from .sweep import EXIT_FINDINGS, run_sweep
+
+    interval = None
+    if every:
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        try:
+            interval = int(every[:-1]) * units[every[-1]]
+        except (KeyError, ValueError):
+            raise InputError(f"--every {every!r}: use a number and s, m, h or d (24h)") from None
+    worst, passes = 0, 0
+    while True:
+        eng = _engine()
+        with eng.ledger.exclusive():
+            res = run_sweep(eng, fix=fix)
+        out = res.to_json()
+        if report_path:
+            report_path.write_text(json.dumps(out, indent=2, sort_keys=True, default=str))
+
+        def human(o):
+            typer.echo(f"sweep {o['swept_at']}: {o['requests_checked']} requests, "
+                       f"{o['subjects']} subjects, {len(o['targets_scanned'])} targets scanned "
+                       f"in {o['seconds']}s: {o['status'].upper()}")
+            for f in o["findings"]:
+                typer.echo(f"  FOUND {f['request_id']} {f['subject']}: {f['name']}: {f['kind']}"
+                           + (f", {f['rows']} rows" if f.get("rows") else "")
+                           + (f", since version {f['since_version']}"
+                              if f.get("since_version") is not None else ""))
+            for m in o["open_model_flags"]:
+                typer.echo(f"  open retrain flag: {m['model_version']} ({m['request_id']})")
+            for x in o["fixed"]:
+                typer.echo(f"  re-erased: {x['request_id']} {x['status']}")
+        _emit(out, as_json, human)
+        code = EXIT_FINDINGS if res.findings and not (
+            fix and res.fixed and all(x["status"] in ("completed", "incomplete") for x in res.fixed)) else 0
+        worst = max(worst, code)
+        passes += 1
+        if interval is None or (max_passes is not None and passes >= max_passes):
+            break
+        _state.pop("engine").close()
+        _time.sleep(interval)
+    raise typer.Exit(worst)
+
+
+@app.command()
+def schedule(kind: str = typer.Argument(..., help="cron, systemd or airflow"),
+             at: str = typer.Option("03:17", help="Daily time, HH:MM")):
+    """Print a ready-to-install schedule that runs the sweep every day."""
+    from .errors import InputError
+    from .schedules import render
+
+    eng = _engine()
+    try:
+        typer.echo(render(kind, eng.config.path, at))
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
 
 
 @app.command()

@@ -238,6 +238,26 @@ class DeltaConnector:
                                                 adds.column("num_records").to_pylist())
                    if p not in before)
 
+    def file_versions(self, namespace: str, name: str, paths: Sequence[str]) -> dict[str, int]:
+        """The commit version that added each of these data files, from the commit JSONs
+        still in the log (files added before the oldest kept commit are not found)."""
+        import json
+
+        root = self.local_path(namespace, name)
+        wanted, out = set(paths), {}
+        if root is None:
+            return out
+        for f in sorted((root / "_delta_log").glob("*.json")):
+            if not f.stem.isdigit():
+                continue
+            for line in f.read_text(encoding="utf-8").splitlines():
+                if '"add"' not in line:
+                    continue
+                add = json.loads(line).get("add")
+                if add and unquote(add["path"]) in wanted:
+                    out.setdefault(unquote(add["path"]), int(f.stem))
+        return out
+
     def history(self, namespace: str, name: str) -> list[dict[str, Any]]:
         """Version, time and operation of every commit still in the log. Operation
         parameters are left out on purpose: DELETE predicates carry identifiers."""

@@ -1,0 +1,149 @@
+"""Verification sweeps: prove every completed erasure still holds, and catch re-ingestion.
+
+A sweep re-reads lineage (new events may show new downstream datasets), plans every erased
+subject again against the lake as it is now, in one pass per dataset for all subjects, and
+reports each place a subject is back: live rows, unvacuumed files or log residue in Delta
+tables, rows in Parquet files, Feast online keys or offline rows Feast would materialize,
+model versions trained on the subject's data without a retrain flag. Findings are recorded
+in the ledger. `fix` files a new request for each subject found and runs it.
+
+State at rest: the subjects are the sealed ids already in the ledger (AES-GCM under a key
+kept outside the ledger file); a sweep decrypts them in memory only.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .planning import plan_erasures
+from .requests import load_state, submit
+from .subject import short
+
+EXIT_FINDINGS = 7
+
+
+@dataclass
+class SweepResult:
+    swept_at: str
+    requests_checked: int = 0
+    subjects: int = 0
+    targets_scanned: list[dict[str, Any]] = field(default_factory=list)
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    open_model_flags: list[dict[str, Any]] = field(default_factory=list)
+    fixed: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def status(self) -> str:
+        return "findings" if self.findings else "clean"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status, "swept_at": self.swept_at,
+                "requests_checked": self.requests_checked, "subjects": self.subjects,
+                "targets_scanned": self.targets_scanned, "findings": self.findings,
+                "open_model_flags": self.open_model_flags, "fixed": self.fixed,
+                "seconds": round(self.seconds, 3)}
+
+
+def _erased_versions(state) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for (_, phase), step in state.steps.items():
+        if phase == "erase" and step.get("state") == "completed" and step.get("version_after") is not None:
+            out[step["name"]] = max(out.get(step["name"], 0), step["version_after"])
+    return out
+
+
+def run_sweep(engine, fix: bool = False) -> SweepResult:
+    t0 = time.perf_counter()
+    ledger = engine.ledger
+    res = SweepResult(datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    states = [load_state(ledger, rid) for rid in ledger.request_ids()]
+    done = [st for st in states if st.done]
+    res.requests_checked = len(done)
+    if not done:
+        res.seconds = time.perf_counter() - t0
+        ledger.append(None, "sweep.completed", {k: v for k, v in res.to_json().items()
+                                                 if k != "targets_scanned"})
+        return res
+    raw: dict[str, str] = {}
+    by_subject: dict[str, list] = {}
+    for st in done:
+        if st.subject_hmac not in raw:
+            raw[st.subject_hmac] = engine.keys.unseal(ledger.sealed_subject(st.request_id),
+                                                      st.request_id)
+        by_subject.setdefault(st.subject_hmac, []).append(st)
+    res.subjects = len(raw)
+    graph = engine.graph()                     # re-reads the configured lineage events
+    plans = plan_erasures(engine.config, graph, engine.registry, list(raw.items()))
+    seen_targets: dict[str, dict] = {}
+    for plan in plans:
+        for t in plan.targets:
+            seen_targets.setdefault(t.key, {"connector": t.connector, "namespace": t.namespace,
+                                            "name": t.name, "column": t.column})
+            for st in by_subject[plan.subject_hmac]:
+                before = {x.key for x in (st.plan.targets if st.plan else [])}
+                f = _finding(st, t, t.key not in before, _erased_versions(st),
+                             engine.registry.get(t.connector))
+                if f is None and t.connector == "mlflow" and t.details.get("flagged"):
+                    res.open_model_flags.append({"request_id": st.request_id,
+                                                 "model_version": t.name})
+                if f is not None:
+                    res.findings.append(f)
+    res.targets_scanned = list(seen_targets.values())
+    with ledger.transaction():
+        for f in res.findings:
+            ledger.append(f["request_id"], "sweep.finding", f)
+        ledger.append(None, "sweep.completed", {
+            "status": res.status, "requests_checked": res.requests_checked,
+            "subjects": res.subjects, "targets_scanned": len(res.targets_scanned),
+            "findings": len(res.findings)})
+    if fix and res.findings:
+        from .execution import Runner
+
+        again = {}
+        for f in res.findings:
+            st = next(s for s in done if s.request_id == f["request_id"])
+            if st.subject_hmac not in again:
+                again[st.subject_hmac] = submit(
+                    ledger, engine.keys, raw[st.subject_hmac], "erasure sweep",
+                    f"re-erasure after sweep finding for {st.request_id}")
+        outcomes = Runner(engine).run(list(again.values()))
+        res.fixed = [{"request_id": o.request_id, "status": o.status} for o in outcomes]
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _finding(st, t, new_target: bool, erased: dict[str, int],
+             conn=None) -> dict[str, Any] | None:
+    base = {"request_id": st.request_id, "subject": short(st.subject_hmac),
+            "connector": t.connector, "namespace": t.namespace, "name": t.name,
+            "column": t.column, "new_since_erasure": new_target}
+    if t.connector == "mlflow":
+        if t.rows and not t.details.get("flagged"):
+            return {**base, "kind": "model trained on the subject's data is not flagged",
+                    "rows": t.rows, "dataset": (t.derived_from or {}).get("name"),
+                    "dataset_version": (t.derived_from or {}).get("dataset_version")}
+        return None
+    kinds = []
+    if t.rows:
+        kinds.append("live rows")
+    if t.files and not t.rows:
+        kinds.append("rows hidden by deletion vectors still in live files")
+    strict = t.residue_after.get("mode") != "keep-history"
+    residue = t.residue_now if strict else []
+    if residue:
+        kinds.append("residue")
+    if t.connector == "feast" and t.details.get("served_by_get_online_features"):
+        kinds.append("served online")
+    if not kinds:
+        return None
+    since = None
+    if conn is not None and hasattr(conn, "file_versions") and t.files:
+        versions = conn.file_versions(t.namespace, t.name, t.files)
+        since = min(versions.values()) if versions else None
+    return {**base, "kind": ", ".join(kinds), "rows": t.rows, "files": t.files[:20],
+            "residue": residue[:20], "table_version_now": t.table_version,
+            "erased_at_version": erased.get(t.name), "since_version": since}
