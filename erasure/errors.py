@@ -15,8 +15,9 @@
     └── RetryableError                exit 75  operational: try again later (EX_TEMPFAIL)
         └── ConflictRetriesExhausted           concurrent writers kept winning the commit race
 
-Exit code 6 is not an exception: `run` returns it when every target was erased but some
-datasets downstream of the subject could not be resolved and need an operator.
+Exit codes 6 and 7 are not exceptions: `run` returns 6 when every target was erased but some
+datasets downstream of the subject could not be resolved and need an operator; `sweep`
+returns 7 when it found a subject back where it had been erased.
 
 Messages never contain a subject identifier; they name a subject by its HMAC prefix.
 """
