@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_delta_erasure.py
 	$(BIN)/python bench/bench_feast_online.py
 	$(BIN)/python bench/bench_mlflow_impact.py
+	$(BIN)/python bench/bench_sweep.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
