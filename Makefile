@@ -29,6 +29,7 @@ test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/bench_delta_erasure.py
 	$(BIN)/python bench/bench_feast_online.py
 	$(BIN)/python bench/bench_mlflow_impact.py
