@@ -27,8 +27,14 @@ def submit(ledger: Ledger, keys: SubjectKeys, subject_id: str, requested_by: str
     if not subject_id or subject_id != subject_id.strip() or "\n" in subject_id:
         raise InputError("a subject id must be non-empty, without surrounding white space or "
                          "line breaks; nothing was recorded")
+    import re
+
+    # the id as a whole token (a request id "req-4141..." does not name subject 41)
+    as_token = re.compile(("(?<!\\w)" if re.match(r"\w", subject_id[:1]) else "")
+                          + re.escape(subject_id)
+                          + ("(?!\\w)" if re.match(r"\w", subject_id[-1:]) else ""))
     for label, text in (("--requested-by", requested_by), ("--reason", reason)):
-        if text and subject_id in text:
+        if text and as_token.search(text):
             raise InputError(f"{label} contains the subject id; it is stored and printed in "
                              "plain text, so it must not name the subject. Nothing was recorded")
     request_id = "req-" + uuid.uuid4().hex[:20]

@@ -5,6 +5,7 @@ cron mails, systemd marks as a failed unit and Airflow marks as a failed task.""
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -21,18 +22,21 @@ def render(kind: str, config: Path, at: str = "03:17") -> str:
         assert 0 <= hh < 24 and 0 <= mm < 60
     except (ValueError, AssertionError):
         raise ValueError(f"--at {at!r}: use HH:MM") from None
-    cmd = f"{_erasure_bin()} --config {config} sweep --json"
-    log = f"{config.parent}/.erasure/sweep.log"
+    args = [_erasure_bin(), "--config", str(config), "sweep", "--json"]
+    cmd = shlex.join(args)                                   # sh: cron and Airflow's bash
+    unit_cmd = " ".join(f'"{a}"' if any(c in a for c in " \t'\"") else a for a in args)
+    log_dir = shlex.quote(f"{config.parent}/.erasure")
+    log = shlex.quote(f"{config.parent}/.erasure/sweep.log")
     if kind == "cron":
         return (f"# erasure verification sweep, daily at {hh:02d}:{mm:02d}; exit 7 = findings\n"
-                f"{mm} {hh} * * * {cmd} >> {log} 2>&1 || echo \"erasure sweep found subjects "
+                f"{mm} {hh} * * * /bin/mkdir -p {log_dir} && {cmd} >> {log} 2>&1 || echo \"erasure sweep found subjects "
                 f"back or failed (exit $?)\" >&2\n")
     if kind == "systemd":
         return (f"# --- /etc/systemd/system/erasure-sweep.service ---\n"
                 f"[Unit]\nDescription=GDPR erasure verification sweep\n"
                 f"After=network-online.target\n\n"
-                f"[Service]\nType=oneshot\nWorkingDirectory={config.parent}\n"
-                f"ExecStart={cmd}\n# exit 7 (findings) leaves the unit failed: alert on it\n\n"
+                f"[Service]\nType=oneshot\nWorkingDirectory=\"{config.parent}\"\n"
+                f"ExecStart={unit_cmd}\n# exit 7 (findings) leaves the unit failed: alert on it\n\n"
                 f"# --- /etc/systemd/system/erasure-sweep.timer ---\n"
                 f"[Unit]\nDescription=Daily GDPR erasure verification sweep\n\n"
                 f"[Timer]\nOnCalendar=*-*-* {hh:02d}:{mm:02d}:00\nPersistent=true\n\n"
@@ -56,8 +60,8 @@ with DAG(
 ) as dag:
     sweep = BashOperator(
         task_id="sweep",
-        bash_command="{cmd}",
-        cwd="{config.parent}",
+        bash_command={cmd!r},
+        cwd={str(config.parent)!r},
     )
 '''
     raise ValueError(f"unknown schedule kind {kind!r}: use cron, systemd or airflow")

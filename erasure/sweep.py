@@ -103,15 +103,22 @@ def run_sweep(engine, fix: bool = False) -> SweepResult:
     if fix and res.findings:
         from .execution import Runner
 
+        from .errors import InputError
+
         again = {}
         for f in res.findings:
             st = next(s for s in done if s.request_id == f["request_id"])
-            if st.subject_hmac not in again:
+            if st.subject_hmac in again:
+                continue
+            try:
                 again[st.subject_hmac] = submit(
                     ledger, engine.keys, raw[st.subject_hmac], "erasure sweep",
                     f"re-erasure after sweep finding for {st.request_id}")
-        outcomes = Runner(engine).run(list(again.values()))
-        res.fixed = [{"request_id": o.request_id, "status": o.status} for o in outcomes]
+            except InputError as exc:   # one subject that cannot be filed stops no other
+                res.fixed.append({"request_id": None, "subject": short(st.subject_hmac),
+                                  "status": "failed", "error": str(exc)})
+        outcomes = Runner(engine).run(list(again.values())) if again else []
+        res.fixed += [{"request_id": o.request_id, "status": o.status} for o in outcomes]
     res.seconds = time.perf_counter() - t0
     return res
 
