@@ -637,3 +637,57 @@ def test_schedules_keep_a_config_path_with_spaces_in_one_argument(lake, capsys, 
                         f"{log} written: {log.is_file()}, files beside the folder: "
                         f"{sorted(p.name for p in tmp_path.iterdir())}")
     assert problems == [], "\n".join(problems)
+
+
+def test_feast_materialized_from_a_restored_parquet_source_is_found(lake, capsys, tmp_path,
+                                                                    request_ids):
+    """The export behind a feature view is restored from last week's backup (an unpurged
+    copy of the source) and the nightly `feast materialize` runs: Feast serves the erased
+    author again. The sweep finds the view and the export, and --fix erases both."""
+    import feast
+    from feast.types import Int64
+
+    export = Path(lake.tables["exports/user_activity"])
+    backup = tmp_path / "backup_user_activity.parquet"
+    shutil.copy(export, backup)
+    repo = write_repo(tmp_path / "feature_repo", f"t{uuid4().hex[:8]}")
+    entity = feast.Entity(name="author", join_keys=["entity_id"], value_type=feast.ValueType.INT64)
+    view = feast.FeatureView(
+        name="author_activity", entities=[entity], ttl=timedelta(days=3650), online=True,
+        source=feast.FileSource(name="user_activity", path=str(export),
+                                timestamp_field="event_timestamp"),
+        schema=[feast.Field(name="entity_id", dtype=Int64),
+                feast.Field(name="n_positive", dtype=Int64),
+                feast.Field(name="n_negative", dtype=Int64)])
+    store = feast.FeatureStore(repo_path=str(repo))
+    store.apply([entity, view])
+    materialize(store)
+    feats = ["n_positive", "n_negative"]
+    before = online(store, "author_activity", feats, "entity_id", [41, SUBJECT, 43])
+    assert before[SUBJECT]["n_positive"] is not None
+    with lake.config.open("a") as fh:
+        fh.write(f'\n[[feast]]\nrepo = "{repo}"\n')
+
+    erase_subject(lake, capsys)
+    assert online(store, "author_activity", feats, "entity_id", [SUBJECT])[SUBJECT] == \
+        {f: None for f in feats}
+    code, res = sweep(lake, capsys)
+    assert code == 0 and res["status"] == "clean", res["findings"]
+
+    shutil.copy(backup, export)                      # the restore
+    materialize(feast.FeatureStore(repo_path=str(repo)))   # a real materialize: no Delta log here
+    again = online(store, "author_activity", feats, "entity_id", [41, SUBJECT, 43])
+    assert again == before                           # the subject is served again
+
+    code, res = sweep(lake, capsys)
+    assert code == 7, res
+    found = by_name(res["findings"])
+    assert "served online" in found["author_activity"][0]["kind"]
+    restored = pq.read_table(export).column("entity_id").to_pylist().count(SUBJECT)
+    assert found[str(export)][0]["rows"] == restored > 0
+    code, res = sweep(lake, capsys, "--fix")
+    assert code == 0 and res["fixed"][0]["status"] == "completed", res
+    after = online(store, "author_activity", feats, "entity_id", [41, SUBJECT, 43])
+    assert after[SUBJECT] == {f: None for f in feats}
+    assert {i: after[i] for i in (41, 43)} == {i: before[i] for i in (41, 43)}
+    assert sweep(lake, capsys)[0] == 0
