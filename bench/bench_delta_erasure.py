@@ -137,12 +137,13 @@ def main() -> None:
     rawm = child("raw-merge", {"tables": copies["many_merge"], "ids": many, "purge": False})
     rawmp = child("raw-merge", {"tables": copies["many_purge"], "ids": many, "purge": True})
 
-    print("\none subject (id 42) across the 3 keyed tables")
+    print("\none subject (id 42): raw = the 3 keyed Delta tables; the engine also rewrites "
+          "the Parquet export")
     print(row("erasure plan (dry run: count + residue scan)", plan1))
     print(row("erasure run (plan, erase, purge, verify, ledger)", run1))
     print(row("raw deltalake DELETE", raw1))
     print(row("raw deltalake DELETE + VACUUM 0 + checkpoint + cleanup", raw1p))
-    print(f"\n{n_many:,} subjects across the 3 keyed tables")
+    print(f"\n{n_many:,} subjects")
     print(row("erasure request submit --subjects-file", sub_many))
     print(row("erasure run --pending (one pass per table)", run_many))
     print(row("raw deltalake MERGE delete", rawm))
