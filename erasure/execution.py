@@ -116,16 +116,12 @@ class Runner:
                 "planned": planned}
 
     def _erased_versions(self, members: list[Member]) -> dict[str, int]:
-        """Per dataset, the first table version without these subjects (their erase
-        commits), from the ledger: what a retrained model must have read to be clean."""
+        """Per dataset, the first version without these subjects: what a retrained model
+        must have read to be clean."""
         out: dict[str, int] = {}
         for m in members:
-            st = self.states[m.request_id]
-            for (key, phase), step in st.steps.items():
-                if phase == "erase" and step.get("state") == "completed" and \
-                        step.get("version_after") is not None:
-                    name = step["name"]
-                    out[name] = max(out.get(name, 0), step["version_after"])
+            for name, v in self.states[m.request_id].erased_versions().items():
+                out[name] = max(out.get(name, 0), v)
         return out
 
     def _erase(self, conn, members: list[Member]) -> None:

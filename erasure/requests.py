@@ -70,6 +70,16 @@ class RequestState:
     def step(self, target_key: str, phase: str) -> dict[str, Any] | None:
         return self.steps.get((target_key, phase))
 
+    def erased_versions(self) -> dict[str, int]:
+        """Per dataset name, the table version the erase committed (the first without
+        the subject), for datasets with versions."""
+        out: dict[str, int] = {}
+        for (_, phase), step in self.steps.items():
+            if phase == "erase" and step.get("state") == "completed" and \
+                    step.get("version_after") is not None:
+                out[step["name"]] = max(out.get(step["name"], 0), step["version_after"])
+        return out
+
     def to_json(self) -> dict[str, Any]:
         targets = []
         if self.plan:

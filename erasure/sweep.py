@@ -48,14 +48,6 @@ class SweepResult:
                 "seconds": round(self.seconds, 3)}
 
 
-def _erased_versions(state) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for (_, phase), step in state.steps.items():
-        if phase == "erase" and step.get("state") == "completed" and step.get("version_after") is not None:
-            out[step["name"]] = max(out.get(step["name"], 0), step["version_after"])
-    return out
-
-
 def run_sweep(engine, fix: bool = False) -> SweepResult:
     t0 = time.perf_counter()
     ledger = engine.ledger
@@ -85,7 +77,7 @@ def run_sweep(engine, fix: bool = False) -> SweepResult:
                                             "name": t.name, "column": t.column})
             for st in by_subject[plan.subject_hmac]:
                 before = {x.key for x in (st.plan.targets if st.plan else [])}
-                f = _finding(st, t, t.key not in before, _erased_versions(st),
+                f = _finding(st, t, t.key not in before, st.erased_versions(),
                              engine.registry.get(t.connector))
                 if f is None and t.connector == "mlflow" and t.details.get("flagged"):
                     res.open_model_flags.append({"request_id": st.request_id,
