@@ -17,6 +17,7 @@ from typing import Any, Sequence
 from erasure.errors import UnknownDatasetError
 
 from .base import Capabilities, EraseResult, PurgeResult, TargetCount
+from .keymatch import comparable, key_counts, key_mask
 
 
 def _value_set(values: Sequence[Any], typ):
@@ -83,19 +84,13 @@ class ParquetConnector:
         return {"large_string": "string", "string_view": "string"}.get(str(typ), str(typ))
 
     def _hits(self, f: Path, column: str, values: Sequence[Any]) -> dict[Any, int]:
-        import pyarrow as pa
-        import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
         pf = pq.ParquetFile(f)
         if column not in pf.schema_arrow.names:
             return {}
-        arr = pf.read(columns=[column]).column(0)
-        if pa.types.is_string_view(arr.type) or pa.types.is_large_string(arr.type):
-            arr = arr.cast(pa.string())
-        found = pc.filter(arr, pc.is_in(arr, value_set=_value_set(values, arr.type)))
-        counts = pc.value_counts(found).to_pylist() if len(found) else []
-        return {c["values"]: c["counts"] for c in counts}
+        arr = comparable(pf.read(columns=[column]).column(0))
+        return key_counts(arr, _value_set(values, arr.type))
 
     def count(self, namespace: str, name: str, column: str, values: Sequence[Any],
               with_residue: bool = True) -> TargetCount:
@@ -127,7 +122,6 @@ class ParquetConnector:
     def erase(self, namespace: str, name: str, column: str, values: Sequence[Any],
               tag: str) -> EraseResult:
         """Rewrite every file holding a key without those rows, atomically per file."""
-        import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
@@ -137,10 +131,8 @@ class ParquetConnector:
                 continue
             pf = pq.ParquetFile(f)
             table = pf.read()
-            col = table.column(column)
-            if pa.types.is_string_view(col.type) or pa.types.is_large_string(col.type):
-                col = col.cast(pa.string())
-            keep = pc.invert(pc.is_in(col, value_set=_value_set(values, col.type)))
+            col = comparable(table.column(column))
+            keep = pc.invert(key_mask(col, _value_set(values, col.type)))
             kept = table.filter(keep)
             tmp = f.with_name(f".{f.name}.erasure-{uuid.uuid4().hex[:8]}.tmp")
             try:

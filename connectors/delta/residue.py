@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import unquote
 
+from ..keymatch import comparable, key_counts
+
 STAT_KEYS = {"minValues", "maxValues", "partitionValues", "partitionValues_parsed"}
 PREDICATE_KEY = re.compile("predicate|condition", re.I)
 
@@ -120,8 +122,6 @@ class _Matcher:
 
 def _parquet_hits(path: Path, names: set[str], m: _Matcher, scan: FolderScan) -> dict:
     """Rows per key value in one Parquet file (row groups skipped by their statistics)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(path)
@@ -148,14 +148,10 @@ def _parquet_hits(path: Path, names: set[str], m: _Matcher, scan: FolderScan) ->
                         continue
                 except TypeError:
                     pass
-            arr = pf.read_row_group(rg, columns=[col]).column(0)
-            if pa.types.is_string_view(arr.type) or pa.types.is_large_string(arr.type):
-                arr = arr.cast(pa.string())   # delta-rs writes Utf8View; is_in has no kernel
-            found = pc.filter(arr, pc.is_in(arr, value_set=m.value_array(arr.type)))
-            if len(found):
-                for c in pc.value_counts(found).to_pylist():
-                    for v in m.equal(c["values"]):
-                        hits[v] = hits.get(v, 0) + c["counts"]
+            arr = comparable(pf.read_row_group(rg, columns=[col]).column(0))
+            for key, n in key_counts(arr, m.value_array(arr.type)).items():
+                for v in m.equal(key):
+                    hits[v] = hits.get(v, 0) + n
     return hits
 
 

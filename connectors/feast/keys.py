@@ -12,6 +12,8 @@ from typing import Any, Sequence
 
 from erasure.errors import ConfigError, UnknownDatasetError
 
+from ..keymatch import comparable, key_counts
+
 # Feast ValueType name -> the arrow type name our key coercion understands
 KEY_TYPES = {"INT64": "int64", "INT32": "int32", "STRING": "string"}
 CHUNK = 500
@@ -269,7 +271,6 @@ class FeastRepo:
         path that lack the key column: Dask reads those as data too and materialize fails
         (a Delta checkpoint under `_delta_log/` is one)."""
         import pyarrow as pa
-        import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
         if v.source is None or v.source[0] != "file":
@@ -285,16 +286,13 @@ class FeastRepo:
             if col not in pf.schema_arrow.names:
                 not_data.append(str(f.relative_to(path)) if f != path else f.name)
                 continue
-            arr = pf.read(columns=[col]).column(0)
-            if pa.types.is_string_view(arr.type) or pa.types.is_large_string(arr.type):
-                arr = arr.cast(pa.string())
+            arr = comparable(pf.read(columns=[col]).column(0))
             try:
                 vs = pa.array(list(values), type=arr.type)
             except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
                 continue
-            found = pc.filter(arr, pc.is_in(arr, value_set=vs))
-            for c in (pc.value_counts(found).to_pylist() if len(found) else []):
-                counts[c["values"]] = counts.get(c["values"], 0) + c["counts"]
+            for key, n in key_counts(arr, vs).items():
+                counts[key] = counts.get(key, 0) + n
         return counts, not_data
 
     def served(self, v: FeatureViewInfo, column: str, values: Sequence[Any]) -> dict[Any, bool]:
