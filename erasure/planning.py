@@ -12,9 +12,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .config import Config
-from .errors import ConnectorError, ErasureError, SubjectKeyTypeError, UnknownDatasetError
+from .errors import ConnectorError, ErasureError, UnknownDatasetError
 from .lineage.graph import LineageGraph, trace_subject_keys
-from .subject import coerce_subject_id, redact, short
+from .subject import coerce_subject_id, redact
 
 PLAN_FORMAT = 1
 
@@ -188,4 +188,4 @@ def plan_erasures(config: Config, graph: LineageGraph, registry,
                  list(untouched)) for hm, _ in subjects]
 
 
-__all__ = ["Plan", "Target", "plan_erasures", "resolve_targets", "SubjectKeyTypeError", "short"]
+__all__ = ["Plan", "ResolvedTarget", "Target", "plan_erasures", "resolve_targets"]
