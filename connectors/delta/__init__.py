@@ -406,8 +406,11 @@ class DeltaConnector:
         """Remove every physical trace of `values` left after the logical delete."""
         res = PurgeResult()
         root = self.local_path(namespace, name)
+        # only deletion vectors leave erased rows inside live files; without them the
+        # MERGE rewrote every file it touched, so this scan would find nothing
+        has_dv = "deletionVectors" in (self.open(namespace, name).protocol().reader_features or [])
         res.dv_files_rewritten = (self._rewrite_soft_deleted(namespace, name, column, values, tag)
-                                  if root else 0)
+                                  if root and has_dv else 0)
         log_before = set(os.listdir(root / "_delta_log")) if root else set()
         dt = self.open(namespace, name)
         original = self.retention(namespace, name)
