@@ -34,6 +34,10 @@ class TargetCount:
     version: int | None
     residue: dict[Any, list[str]] = field(default_factory=dict)  # value -> traces elsewhere
     details: dict[Any, dict[str, Any]] = field(default_factory=dict)  # connector-specific facts
+    # parts of the dataset this count could not look at, each with the reason ("object store
+    # prefix not listed: ..."). Non-empty means absence is NOT proven there: the plan, run,
+    # status, verify, sweep and report say "not verified: <reason>", never "verified".
+    not_verified: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,10 +10,9 @@ import pytest
 
 from erasure.cli import run_cli
 
-# Real inputs written by others live in shared/, beside the repository (CI lays it out the
-# same way). ERASURE_TESTDATA overrides. Missing data fails the tests that need it, loudly.
-TESTDATA = Path(os.environ.get("ERASURE_TESTDATA",
-                               Path(__file__).resolve().parents[2] / "shared" / "testdata"))
+# Real inputs written by others, copied unchanged into the repository (tests/data/PROVENANCE.md
+# names each source, commit and licence). Nothing outside the repository is read.
+TESTDATA = Path(__file__).resolve().parent / "data"
 
 
 @dataclass

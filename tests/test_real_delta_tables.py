@@ -1,7 +1,7 @@
 """Erasure against Delta tables that real producers wrote (Spark, Databricks, delta-rs).
 
 The tables are the delta-rs repository's test tables (copied read-only into
-/work/shared/testdata/delta-rs-tables). Every test copies its table into tmp_path first and
+tests/data/delta-rs-tables). Every test copies its table into tmp_path first and
 then tells one user's story: plan (count), erase, purge, and an independent physical check
 of every file under the table folder, written here without the connector's own scanner.
 """
@@ -23,9 +23,9 @@ from deltalake import DeltaTable, QueryBuilder, write_deltalake
 from connectors.delta import DeltaConnector
 from erasure.config import DeltaSettings
 
-from conftest import TESTDATA as _SHARED
+from conftest import TESTDATA as _DATA
 
-TESTDATA = _SHARED / "delta-rs-tables"
+TESTDATA = _DATA / "delta-rs-tables"
 NS = "file"
 
 

@@ -1,6 +1,6 @@
 """Lineage from OpenLineage events that real producers emitted (Marquez, dbt, Spark+Delta).
 
-The files are copied unchanged into /work/shared/testdata/openlineage-events (read-only).
+The files are copied unchanged into tests/data/openlineage-events (see tests/data/PROVENANCE.md).
 Tests read them with the project's parser, store and graph, and build synthetic events with
 the openlineage-python client itself where a story needs column lineage.
 """
@@ -17,9 +17,9 @@ from erasure.lineage.events import parse_file, validate_event
 from erasure.lineage.graph import LineageGraph, trace_subject_keys
 from erasure.lineage.store import LineageStore
 
-from conftest import TESTDATA as _SHARED
+from conftest import TESTDATA as _DATA
 
-EVENTS = _SHARED / "openlineage-events"
+EVENTS = _DATA / "openlineage-events"
 MARQUEZ = EVENTS / "marquez"
 DBT = EVENTS / "openlineage-dbt"
 SPARK = EVENTS / "openlineage-spark-delta"
