@@ -62,6 +62,17 @@ class ParquetConnector:
         # them but Dask (Feast's file offline store) reads them, so they can hold live data
         return sorted(p.rglob("*.parquet"))
 
+    @staticmethod
+    def stale_temps(p: Path) -> list[Path]:
+        """Temporary copies an interrupted rewrite of ours left (`.<name>.erasure-*.tmp`):
+        each is a full copy of a file that held the subject. The next run deletes them."""
+        folder = p if p.is_dir() else p.parent
+        if not folder.is_dir():
+            return []
+        if folder == p:
+            return sorted(folder.rglob(".*.erasure-*.tmp"))
+        return sorted(folder.glob(f".{p.name}.erasure-*.tmp"))
+
     def files(self, namespace: str, name: str) -> list[Path]:
         p = self.path(namespace, name)
         if p is None or not p.exists():
@@ -102,8 +113,12 @@ class ParquetConnector:
             for v, n in self._hits(f, column, values).items():
                 rows[v] += n
                 files[v].append(rel)
-        return TargetCount(rows=rows, files=files, version=None,
-                           residue={v: [] for v in values})
+        stale = self.stale_temps(root)
+        # a leftover temporary copy may hold any of the keys (it may be truncated: unread)
+        residue = {v: [f"{t.relative_to(root if root.is_dir() else root.parent)} "
+                       "(temporary copy left by an interrupted rewrite)" for t in stale]
+                   for v in values}
+        return TargetCount(rows=rows, files=files, version=None, residue=residue)
 
     def table_version(self, namespace: str, name: str) -> int | None:
         return None
@@ -126,6 +141,8 @@ class ParquetConnector:
         import pyarrow.parquet as pq
 
         deleted = rewritten = 0
+        for t in self.stale_temps(self.path(namespace, name)):
+            t.unlink(missing_ok=True)   # our own copy from a killed run: never live data
         for f in self.files(namespace, name):
             if not self._hits(f, column, values):
                 continue

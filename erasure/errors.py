@@ -15,9 +15,11 @@
     └── RetryableError                exit 75  operational: try again later (EX_TEMPFAIL)
         └── ConflictRetriesExhausted           concurrent writers kept winning the commit race
 
-Exit codes 6 and 7 are not exceptions: `run` returns 6 when every target was erased but some
-datasets downstream of the subject could not be resolved and need an operator; `sweep`
-returns 7 when it found a subject back where it had been erased.
+Exit codes 6 and 7 are not exceptions: `run` returns 6 when every target it could reach was
+erased but some datasets downstream of the subject could not be resolved, or a part could not
+be scanned or verified (an object store that is not listed): an operator must act. `verify`
+and `sweep` return 6 for parts they could not verify; `sweep` returns 7 when it found a
+subject back where it had been erased.
 
 Messages never contain a subject identifier; they name a subject by its HMAC prefix.
 """

@@ -57,6 +57,7 @@ class Runner:
         self.config = engine.config
         self.batch = "run-" + uuid.uuid4().hex[:16]
         self.failed: dict[str, list[str]] = {}
+        self.unverified: dict[str, list[str]] = {}   # request -> parts not verified, with why
         self.terminal: set[str] = set()    # failed requests that a plain retry will not fix
 
     # ---- planning ---------------------------------------------------------------
@@ -170,16 +171,41 @@ class Runner:
                 f"{t.name}: the delete removed {res.rows_deleted + already} rows against "
                 f"{planned} planned (tolerance {allowed}); purge withheld, the rows can still be "
                 f"restored from version {res.version_before}")
+        earlier = self._earlier_by_value(planned_by_value, live, already, bool(earlier_tags),
+                                         conn.capabilities.traceable_attempts)
         with self.ledger.transaction():
             for m in pending:
+                before = live.get(m.value, 0) + earlier.get(m.value, 0)
                 self._record(
                     "step.completed", m, "erase", tag=self.batch, rows_planned=m.target.rows,
-                    rows_live_before=live.get(m.value, 0), rows_deleted=live.get(m.value, 0),
+                    rows_live_before=before, rows_deleted=before,
+                    subject_rows_deleted_earlier_attempt=earlier.get(m.value, 0),
+                    earlier_attempt_traced=(conn.capabilities.traceable_attempts
+                                            if earlier_tags else None),
                     batch_rows_deleted=res.rows_deleted, batch_subjects=len(values),
                     rows_deleted_earlier_attempt=already, rows_written_since_plan=allowed,
                     version_before=res.version_before, version_after=res.version_after,
                     files_removed=res.files_removed, files_added=res.files_added,
                     conflicts_retried=res.conflicts_retried)
+
+    @staticmethod
+    def _earlier_by_value(planned: dict[Any, int], live: dict[Any, int], already: int,
+                          resumed: bool, traceable: bool) -> dict[Any, int]:
+        """Per key, the rows an interrupted earlier attempt of ours deleted, so the evidence
+        of a resumed run counts them (the rows were live when the request was planned).
+        Traceable connectors give the batch total from their commit tags; it is shared out
+        by what each key is missing against its plan. Others (a rewritten Parquet file) have
+        no trace: the shortfall against the plan is all we know, and it is said so."""
+        if not resumed:
+            return {}
+        out: dict[Any, int] = {}
+        left = already if traceable else sum(planned.values())
+        for v, n in planned.items():
+            share = min(max(n - live.get(v, 0), 0), left)
+            if share:
+                out[v] = share
+                left -= share
+        return out
 
     def _purge(self, conn, members: list[Member]) -> None:
         t = members[0].target
@@ -238,6 +264,7 @@ class Runner:
         counted = conn.count(t.namespace, t.name, t.column, values, with_residue=True,
                              **({"derived": t.derived_from}
                                 if getattr(conn, "wants_context", False) else {}))
+        unchecked = list(getattr(counted, "not_verified", []) or [])
         # residue is tolerated only where the plan said it would remain (keep-history)
         strict = t.residue_after.get("mode") != "keep-history"
         with self.ledger.transaction():
@@ -257,7 +284,8 @@ class Runner:
                 self._record_verification(m, phase, problems, dict(
                     rows_remaining=rows, live_files=live_files, residue=residue,
                     table_version=counted.version, verified_at=_now(),
-                    residue_mode=t.residue_after.get("mode"), residue_until=until))
+                    residue_mode=t.residue_after.get("mode"), residue_until=until,
+                    not_verified=unchecked))
 
     def _record_verification(self, m: Member, phase: str, problems: list[str],
                              body: dict[str, Any]) -> None:
@@ -266,6 +294,11 @@ class Runner:
                    + "; ".join(problems))
             self._record("step.failed", m, phase, error=msg, **body)
             self._fail(m.request_id, msg)
+        elif body.get("not_verified"):
+            # what could be read is clean, but a part could not be looked at: never "ok"
+            self._record("step.completed", m, phase, result="not verified", **body)
+            self.unverified.setdefault(m.request_id, []).extend(
+                f"{m.target.name}: not verified: {why}" for why in body["not_verified"])
         else:
             self._record("step.completed", m, phase, result="ok", **body)
 
@@ -332,11 +365,23 @@ class Runner:
                                                        "batch": self.batch})
             return Outcome(rid, "failed", self._targets(st), unresolved, self.failed[rid],
                            retryable=rid not in self.terminal)
-        status = "incomplete" if unresolved else "completed"
+        unchecked = [n for t in st.plan.targets
+                     for n in ((st.step(t.key, "verify") or {}).get("not_verified") or [])]
+        if unresolved or unchecked:
+            status = "incomplete"       # erased where it could, but an operator must look
+        elif st.plan.found_nothing():
+            status = "not_found"        # no row or trace anywhere: a real answer (Art. 12)
+        else:
+            status = "completed"
         self.ledger.append(rid, "request.completed", {
             "status": status, "batch": self.batch,
-            "targets": len(st.plan.targets), "unresolved": len(unresolved)})
-        return Outcome(rid, status, self._targets(st), unresolved, [])
+            "targets": len(st.plan.targets), "unresolved": len(unresolved),
+            "not_verified": len(unchecked)})
+        notes = list(self.unverified.get(rid, []))
+        if status == "not_found":
+            notes.append("no data of the subject was found in any dataset the lineage reaches; "
+                         "nothing needed erasing")
+        return Outcome(rid, status, self._targets(st), unresolved, [], notes)
 
     @staticmethod
     def _targets(st: RequestState) -> list[dict[str, Any]]:
@@ -349,7 +394,8 @@ class Runner:
                         "rows_deleted": er.get("rows_deleted"),
                         "version_before": er.get("version_before"),
                         "version_after": er.get("version_after"),
-                        "verified": ve.get("state") == "completed",
+                        "verified": ve.get("state") == "completed" and not ve.get("not_verified"),
+                        "not_verified": ve.get("not_verified") or [],
                         "rows_remaining": ve.get("rows_remaining"),
                         "residue": ve.get("residue", []),
                         "residue_until": ve.get("residue_until")})
@@ -380,9 +426,13 @@ class Runner:
         out = []
         for rid, st in self.states.items():
             if not st.done:
-                out.append(Outcome(rid, st.status, notes=["not finished: nothing to re-verify"]))
+                out.append(Outcome(rid, "not_finished", notes=[
+                    f"the request is {st.status}: it has not finished, so there is nothing "
+                    "to re-verify; run it first"]))
             elif rid in self.failed:
                 out.append(Outcome(rid, "violated", errors=self.failed[rid]))
+            elif rid in self.unverified:
+                out.append(Outcome(rid, "not_verified", notes=self.unverified[rid]))
             else:
                 out.append(Outcome(rid, "holds", notes=[f"{len(st.plan.targets)} targets re-verified"]))
         return out

@@ -34,6 +34,8 @@ class Target:
     residue_now: list[str]            # traces outside live data (old files, change data, log)
     residue_after: dict[str, Any]     # what remains once erased, and until when
     details: dict[str, Any] = field(default_factory=dict)   # connector facts (online store...)
+    # parts the connector could not look at, with the reason: absence is not proven there
+    not_verified: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -59,13 +61,21 @@ class Plan:
         d["subject"] = {"hmac": d.pop("subject_hmac")}
         d["totals"] = {"targets": len(self.targets), "rows": sum(t.rows for t in self.targets),
                        "files": sum(len(t.files) for t in self.targets),
-                       "unresolved": len(self.unresolved)}
+                       "unresolved": len(self.unresolved),
+                       "not_verified": sum(1 for t in self.targets if t.not_verified)}
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Plan":
         return cls(d["subject"]["hmac"], d["created_at"], [Target(**t) for t in d["targets"]],
                    d["unresolved"], d["out_of_scope"], d.get("notes", []), d.get("untouched", []))
+
+    def found_nothing(self) -> bool:
+        """True when every target was looked at in full and holds no row, file or trace of
+        the subject: the honest answer to the request is "no data found" (Art. 12)."""
+        return bool(self.targets) and all(
+            not t.rows and not t.files and not t.residue_now and not t.not_verified
+            for t in self.targets)
 
     def canonical(self) -> str:
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
@@ -181,7 +191,7 @@ def plan_erasures(config: Config, graph: LineageGraph, registry,
                 t.namespace, t.name, t.connector.name, t.column, t.key_type, t.how,
                 t.derived_from, counted.rows.get(v, 0), counted.files.get(v, []),
                 counted.version, counted.residue.get(v, []), after,
-                counted.details.get(v, {})))
+                counted.details.get(v, {}), list(counted.not_verified)))
     notes = [f"{t.name}: key column {t.column} matched by name (no column lineage)"
              for t in targets if t.how == "name_match"]
     return [Plan(hm, now, per_subject[hm], list(unresolved), list(out_of_scope), notes,

@@ -23,6 +23,7 @@ from .requests import load_state, submit
 from .subject import short
 
 EXIT_FINDINGS = 7
+EXIT_NOT_VERIFIED = 6
 
 
 @dataclass
@@ -34,17 +35,21 @@ class SweepResult:
     findings: list[dict[str, Any]] = field(default_factory=list)
     open_model_flags: list[dict[str, Any]] = field(default_factory=list)
     fixed: list[dict[str, Any]] = field(default_factory=list)
+    # targets the sweep could not look at in full (an object store not listed...): "clean"
+    # is never said of them
+    not_verified: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
     def status(self) -> str:
-        return "findings" if self.findings else "clean"
+        return "findings" if self.findings else "not_verified" if self.not_verified else "clean"
 
     def to_json(self) -> dict[str, Any]:
         return {"status": self.status, "swept_at": self.swept_at,
                 "requests_checked": self.requests_checked, "subjects": self.subjects,
                 "targets_scanned": self.targets_scanned, "findings": self.findings,
                 "open_model_flags": self.open_model_flags, "fixed": self.fixed,
+                "not_verified": self.not_verified,
                 "seconds": round(self.seconds, 3)}
 
 
@@ -73,6 +78,9 @@ def run_sweep(engine, fix: bool = False) -> SweepResult:
     seen_targets: dict[str, dict] = {}
     for plan in plans:
         for t in plan.targets:
+            if t.key not in seen_targets and t.not_verified:
+                res.not_verified.append({"connector": t.connector, "namespace": t.namespace,
+                                         "name": t.name, "reasons": list(t.not_verified)})
             seen_targets.setdefault(t.key, {"connector": t.connector, "namespace": t.namespace,
                                             "name": t.name, "column": t.column})
             for st in by_subject[plan.subject_hmac]:
@@ -91,7 +99,7 @@ def run_sweep(engine, fix: bool = False) -> SweepResult:
         ledger.append(None, "sweep.completed", {
             "status": res.status, "requests_checked": res.requests_checked,
             "subjects": res.subjects, "targets_scanned": len(res.targets_scanned),
-            "findings": len(res.findings)})
+            "findings": len(res.findings), "not_verified": res.not_verified})
     if fix and res.findings:
         from .execution import Runner
 

@@ -103,3 +103,46 @@ def _flatten(obj, prefix=""):
             yield from _flatten(v, prefix)
     else:
         yield prefix, obj
+
+
+@pytest.fixture
+def s3_server(tmp_path):
+    """A real S3 API (moto's server) in its own process on 127.0.0.1, with a bucket `lake`.
+    Yields the deltalake storage options. Its own process, not a thread: delta-rs holds the
+    GIL while it reads, which would stall an in-process server."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    import boto3
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = Path(sys.executable).with_name("moto_server")
+    log = open(tmp_path / "moto.log", "wb")
+    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=log,
+                            stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(endpoint + "/", timeout=1)
+                break
+            except OSError:
+                assert proc.poll() is None, (tmp_path / "moto.log").read_text()
+                time.sleep(0.05)
+        else:
+            raise AssertionError("the moto S3 server did not start in 10 s")
+        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test",
+                     aws_secret_access_key="test", region_name="us-east-1").create_bucket(
+            Bucket="lake")
+        yield {"AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true",
+               "AWS_S3_ALLOW_UNSAFE_RENAME": "true", "AWS_ACCESS_KEY_ID": "test",
+               "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()

@@ -30,6 +30,20 @@ def _steps(evidence: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
     return out
 
 
+def _verified(step: dict[str, Any]) -> bool:
+    """Verified means checked in full and clean: a part that could not be looked at
+    (`not_verified`) is never reported as verified."""
+    return step.get("kind") == "step.completed" and not step.get("not_verified")
+
+
+def _esc(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _kind(connector: str) -> str:
+    return KIND.get(connector, f"{connector} datasets")
+
+
 def _key(t: dict[str, Any]) -> str:
     base = f"{t['connector']}|{t['namespace']}|{t['name']}|{t['column']}"
     if t["how"] == "trained_on" and t.get("derived_from"):
@@ -116,8 +130,11 @@ def render(evidence: dict[str, Any], root_fingerprint: str, out: Path) -> None:
     req, plan = evidence["request"], evidence["plan"] or {"targets": []}
     steps = _steps(evidence)
     targets = plan["targets"]
-    verified = [t for t in targets if steps.get((_key(t), "verify"), {}).get("kind") == "step.completed"]
-    status = req["status"].upper()
+    verified = [t for t in targets if _verified(steps.get((_key(t), "verify"), {}))]
+    unchecked = {t["name"]: (steps.get((_key(t), "verify"), {}).get("not_verified")
+                             or t.get("not_verified") or []) for t in targets}
+    unchecked = {n: r for n, r in unchecked.items() if r}
+    status = req["status"].upper().replace("_", " ")
     doc = SimpleDocTemplate(str(out), pagesize=A4, leftMargin=18 * mm, rightMargin=18 * mm,
                             topMargin=16 * mm, bottomMargin=16 * mm,
                             title=f"Proof of erasure {req['request_id']}",
@@ -128,14 +145,20 @@ def render(evidence: dict[str, Any], root_fingerprint: str, out: Path) -> None:
     for t in targets:
         systems.setdefault(t["connector"], set()).add(t["name"])
     kinds = {k: len(v) for k, v in systems.items()}
-    reach = ", ".join(f"{n} {KIND[k] if n > 1 else KIND[k][:-1]}"
+    reach = ", ".join(f"{n} {_kind(k) if n > 1 else _kind(k)[:-1]}"
                       for k, n in kinds.items()) or "no system"
     n_systems = sum(kinds.values())
     n_verified = len({t["name"] for t in verified})
     verdict = (f"<b>{status}.</b> The subject's data reached {reach}. "
                f"{n_verified} of {n_systems} were verified erased"
                + (" (model versions flagged for retraining)" if kinds.get("mlflow") else "")
-               + f", last at {max((steps[(_key(t), 'verify')]['ts'] for t in verified), default='-')}.")
+               + f", last at {max((steps[(_key(t), 'verify')]['ts'] for t in verified), default='-')}."
+               + (f" <b>{len(unchecked)} could not be verified</b> (see the last section)."
+                  if unchecked else ""))
+    if req["status"] == "not_found":
+        verdict = (f"<b>{status}.</b> No data of the subject was found in any of the "
+                   f"{n_systems} systems the subject's data could reach ({reach}); each was "
+                   "searched and nothing needed erasing.")
     story += [Paragraph(verdict, body), Spacer(1, 4 * mm)]
     rows = [("Request", req["request_id"]), ("Status", status),
             ("Subject", f"HMAC-SHA256 (keyed) {evidence['subject']['hmac']}"),
@@ -172,10 +195,11 @@ def render(evidence: dict[str, Any], root_fingerprint: str, out: Path) -> None:
         "document. Compare the signing root's fingerprint above with the one the organisation "
         "publishes. <font face='Courier'>erasure verify-report</font> also compares the "
         "attached evidence with the ledger.", body))
-    if remaining or plan.get("unresolved"):
+    if remaining or plan.get("unresolved") or unchecked:
         story.append(Spacer(1, 2 * mm))
         story.append(Paragraph(
-            f"<b>Not covered:</b> {len(plan.get('unresolved', []))} unresolved dataset(s) and "
+            f"<b>Not covered:</b> {len(plan.get('unresolved', []))} unresolved dataset(s), "
+            f"{len(unchecked)} system(s) not verified and "
             f"{len(remaining)} system(s) with residue that remains; see the last section.", body))
 
     story += [PageBreak(), Paragraph("Where the subject's data went", h2),
@@ -185,7 +209,8 @@ def render(evidence: dict[str, Any], root_fingerprint: str, out: Path) -> None:
                         "unresolved.", body), Spacer(1, 3 * mm),
               lineage_drawing(evidence, 174 * mm)]
 
-    for kind, title in KIND.items():
+    for kind in dict.fromkeys([*KIND, *(x["connector"] for x in targets)]):
+        title = _kind(kind)
         group = [x for x in targets if x["connector"] == kind]
         if not group:
             continue
@@ -211,11 +236,14 @@ def render(evidence: dict[str, Any], root_fingerprint: str, out: Path) -> None:
                                               ("files_removed", "log_files_removed") if pu.get(k))
                        if pu.get("kind") == "step.completed" and not pu.get("skipped") else
                        "; ".join(ve.get("residue") or []) or x["residue_after"].get("note", "-"))
-            ok = ve.get("kind") == "step.completed"
+            ok = _verified(ve)
             data.append([Paragraph(short(x["name"], kind), small),
-                         Paragraph(ACTION[kind], small), Paragraph(f"{before} / {after}", small),
+                         Paragraph(ACTION.get(kind, "erased"), small),
+                         Paragraph(f"{before} / {after}", small),
                          Paragraph(versions, small), Paragraph(residue, small),
                          Paragraph(("<font color='#1a7f37'>yes</font> " if ok else
+                                    "<font color='#b42318'>NOT VERIFIED</font> "
+                                    if unchecked.get(x["name"]) else
                                     "<font color='#b42318'>NO</font> ") + str(ve.get("ts", "")), small)])
         tbl = Table(data, colWidths=[36 * mm, 30 * mm, 24 * mm, 26 * mm, 34 * mm, 24 * mm],
                     repeatRows=1)
@@ -233,6 +261,8 @@ def render(evidence: dict[str, Any], root_fingerprint: str, out: Path) -> None:
             until = f" until {ra['until']}" if ra.get("until") else ""
             notes.append(f"<b>{short(x['name'], x['connector'])}</b>: {', '.join(ra['remains'])}"
                          f"{until}. {ra.get('note', '')}")
+    for n, reasons in unchecked.items():
+        notes.append(f"<b>Not verified</b> {n}: " + "; ".join(_esc(r) for r in reasons))
     for u in plan.get("unresolved", []):
         notes.append(f"<b>Unresolved</b> {u['name']}: {u['reason']}")
     for u in plan.get("out_of_scope", []):
