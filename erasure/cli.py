@@ -425,12 +425,15 @@ def report(request_id: str = typer.Argument(...),
 
     eng = _engine()
     files = signing_files(eng.config).require()
-    evidence = build_evidence(eng.ledger, request_id)      # refuses a broken ledger
+    # refuses a ledger that does not verify: an entry whose keyed hash does not match (edited
+    # or forged), a missing entry, a chain that does not reach its head anchor (truncated)
+    evidence = build_evidence(eng.ledger, request_id)
     with tempfile.TemporaryDirectory() as tmp:
         unsigned = Path(tmp) / "unsigned.pdf"
         render(evidence, fingerprint(files.root), unsigned)
         sign_report(unsigned, evidence_bytes(evidence), files, output)
-    signed_checkpoint(eng.ledger, files)   # the report's state, signed into the ledger too
+    # the report's state, signed into the ledger too (the chain was verified just above)
+    signed_checkpoint(eng.ledger, files, evidence["ledger_checkpoint"])
     out = {"report": str(output), "request_id": request_id,
            "ledger_checkpoint": evidence["ledger_checkpoint"],
            "root_fingerprint_sha256": fingerprint(files.root)}
@@ -445,21 +448,34 @@ def verify_report_cmd(path: Path = typer.Argument(...),
                           None, help="Root certificate to pin (default: the configured one)"),
                       as_json: bool = typer.Option(False, "--json")):
     """Check a report: signature, whole-file coverage, pinned root, evidence vs ledger.
-    Exit 0 only if every check passes; otherwise 5, naming the failed check."""
+    Exit 0 only if every check passes; otherwise 5, naming the failed check.
+
+    Works without a configuration given --root (the PDF and its signature are checked,
+    not the ledger); without either it exits 3."""
+    import os
+
+    from .config import resolve_config_path
+    from .errors import ConfigError
     from .evidence import build_evidence
     from .report.keys import signing_files
     from .report.sign import verify_report
 
     rebuild, root_pem = None, root
-    try:
-        eng = _engine()
+    named = _state.get("config") or os.environ.get("ERASURE_CONFIG")
+    if named or resolve_config_path(None).is_file():
+        eng = _engine()        # a configuration that was named, or found, must load (exit 3)
         root_pem = root or signing_files(eng.config).root
         if eng.config.ledger_path.exists():
             def rebuild(ev):
                 return build_evidence(eng.ledger, ev["request"]["request_id"],
                                       ev["ledger_checkpoint"]["entries"])
-    except Exception:   # no config: the PDF alone is checked, against --root if given
-        pass
+    if root_pem is None:
+        raise ConfigError("no root certificate to pin the signature to: give --root ROOT.pem "
+                          "(the organisation's root; compare its fingerprint with the published "
+                          "one), or run where the configuration is (--config, ERASURE_CONFIG or "
+                          "./erasure.toml)")
+    if not root_pem.is_file():
+        raise ConfigError(f"root certificate not found at {root_pem}: give --root ROOT.pem")
     rep = verify_report(path, root_pem, rebuild)
 
     def human(o):
@@ -474,15 +490,22 @@ def verify_report_cmd(path: Path = typer.Argument(...),
 
 @ledger_app.command("verify")
 def ledger_verify(as_json: bool = typer.Option(False, "--json")):
-    """Recompute the ledger's hash chain; exit 5 naming the first entry that does not match."""
+    """Recompute the ledger's keyed hash chain and check it reaches its signed head anchor;
+    exit 5 naming the first entry that does not match, or the truncation."""
+    from .errors import ErasureFailed
     from .evidence import verify_checkpoints
     from .report.keys import signing_files
 
     eng = _engine()
-    ok, n, problem = eng.ledger.verify_chain()
-    seq, head = eng.ledger.head()
     cert = signing_files(eng.config).cert
-    cp_problems = verify_checkpoints(eng.ledger, cert if cert.is_file() else None) if ok else []
+    try:
+        ledger = eng.ledger
+    except ErasureFailed as exc:     # a ledger in a format that cannot be verified
+        ledger, ok, n, problem = None, False, 0, str(exc)
+    else:
+        ok, n, problem = ledger.verify_chain()
+    seq, head = ledger.head() if ledger is not None else (0, None)
+    cp_problems = verify_checkpoints(ledger, cert if cert.is_file() else None) if ok else []
     if cp_problems:
         ok, problem = False, cp_problems[0]
     out = {"ok": ok, "entries": n, "head": {"seq": seq, "hash": head}, "problem": problem,

@@ -21,19 +21,23 @@ class Engine:
 
     @cached_property
     def ledger(self):
-        from .ledger import Ledger
+        """The ledger, with its chain key (derived from the subject key): entries are
+        appended and verified under that key."""
+        from .ledger import Ledger, chain_key
 
-        return Ledger(self.config.ledger_path)
+        return Ledger(self.config.ledger_path, chain_key(self.keys))
 
     @cached_property
     def keys(self):
-        """The subject key. Created on first use only: once the ledger holds requests, a
-        missing key is an error (a new key could neither open their sealed ids nor match
-        their HMACs)."""
+        """The subject key. Created on first use only: once the ledger holds entries, a
+        missing key is an error (a new key could neither open their sealed ids, match their
+        HMACs nor verify their chain). Decided from a plain count on the ledger file, so
+        the key is known before the ledger is opened with it."""
+        from .ledger import count_entries
         from .subject import SubjectKeys
 
-        has_requests = self.config.ledger_path.exists() and bool(self.ledger.request_ids())
-        return SubjectKeys.load(self.config.key_path, create=not has_requests)
+        has_entries = count_entries(self.config.ledger_path) > 0
+        return SubjectKeys.load(self.config.key_path, create=not has_entries)
 
     @cached_property
     def lineage_store(self):

@@ -18,7 +18,9 @@ FORMAT = "erasure-evidence/1"
 
 
 def checkpoint(ledger: Ledger, upto: int | None = None) -> dict[str, Any]:
-    """Entry count and chain hash at `upto` (default: the head). Refuses a broken chain."""
+    """Entry count and chain hash at `upto` (default: the head). Refuses a ledger that does
+    not verify: a keyed hash that does not match (an edited or forged entry), a missing
+    entry, or a chain that does not reach its signed head anchor (truncated)."""
     ok, n, problem = ledger.verify_chain()
     if not ok:
         raise ErasureFailed(f"the ledger does not verify ({problem}); no evidence is built "
@@ -30,13 +32,15 @@ def checkpoint(ledger: Ledger, upto: int | None = None) -> dict[str, Any]:
     return {"entries": upto, "head_hash": row[0] if row else GENESIS}
 
 
-def signed_checkpoint(ledger: Ledger, files) -> dict[str, Any]:
+def signed_checkpoint(ledger: Ledger, files, cp: dict[str, Any] | None = None) -> dict[str, Any]:
     """Append a signed checkpoint (entry count and head hash, signed with the report key)
     to the ledger itself: a later rewrite of the chain from an earlier entry on no longer
-    matches a checkpoint the attacker cannot re-sign without the key."""
+    matches a checkpoint the attacker cannot re-sign without the key. `cp`: a checkpoint
+    just taken by `checkpoint` (saves verifying the chain again), default the head now."""
     from .report.keys import fingerprint, sign_bytes
 
-    cp = checkpoint(ledger)
+    cp = checkpoint(ledger) if cp is None else {"entries": cp["entries"],
+                                                 "head_hash": cp["head_hash"]}
     body = {**cp, "signer_fingerprint_sha256": fingerprint(files.cert)}
     body["signature"] = sign_bytes(files, canonical(cp).encode())
     ledger.append(None, "ledger.checkpoint", body)
@@ -47,8 +51,9 @@ def verify_checkpoints(ledger: Ledger, cert_pem) -> list[str]:
     """Problems with the signed checkpoints recorded in the ledger (empty when all hold)."""
     from .report.keys import verify_bytes
 
-    problems, hashes = [], {e.seq: e.hash for e in ledger.entries()}
-    for e in ledger.entries():
+    entries = ledger.entries()
+    problems, hashes = [], {e.seq: e.hash for e in entries}
+    for e in entries:
         if e.kind != "ledger.checkpoint":
             continue
         cp = {"entries": e.body["entries"], "head_hash": e.body["head_hash"]}

@@ -1,8 +1,13 @@
-"""The ledger: an append-only, hash-chained record of every request, plan and step.
+"""The ledger: an append-only, keyed hash chain of every request, plan and step.
 
-SQLite (path from config). Each entry's hash covers the previous entry's hash and the
-entry's canonical JSON, so editing or deleting a past entry breaks the chain
-(`verify_chain`). Triggers refuse UPDATE and DELETE on entries.
+SQLite (path from config). Each entry's hash is HMAC-SHA256, under a chain key derived from
+the subject master key (kept outside the ledger), of the previous entry's hash and the
+entry's canonical JSON: editing, deleting or appending an entry without the key breaks the
+chain (`verify_chain`). After every committed transaction the head (seq, hash) is written,
+with an HMAC under the same key, to `<ledger>.head` beside the ledger: removing entries from
+the end then shows too, because the chain no longer reaches the anchored head.
+Triggers refuse UPDATE and DELETE on entries. The chain scheme is recorded in the `meta`
+table; a ledger written with the old unkeyed SHA-256 chain is refused, not trusted.
 Subjects appear only as keyed HMACs; the one copy of a subject id that `run` needs is
 sealed (AES-GCM, key outside the ledger) in a separate table, not in the chain.
 """
@@ -10,17 +15,18 @@ sealed (AES-GCM, key outside the ledger) in a separate table, not in the chain.
 from __future__ import annotations
 
 import fcntl
-import hashlib
+import hmac
 import json
 import os
 import sqlite3
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import ErasureError, RetryableError, UnknownRequestError
+from .errors import ConfigError, ErasureError, ErasureFailed, RetryableError, UnknownRequestError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -34,12 +40,23 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE INDEX IF NOT EXISTS entries_request ON entries(request_id, seq);
 CREATE TABLE IF NOT EXISTS sealed_subjects (request_id TEXT PRIMARY KEY, sealed BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries
 BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries
 BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS meta_no_update BEFORE UPDATE ON meta
+BEGIN SELECT RAISE(ABORT, 'ledger meta is write-once'); END;
+CREATE TRIGGER IF NOT EXISTS meta_no_delete BEFORE DELETE ON meta
+BEGIN SELECT RAISE(ABORT, 'ledger meta is write-once'); END;
 """
 GENESIS = "0" * 64
+# format 2: keyed chain (HMAC-SHA256 under CHAIN_LABEL's key) plus a signed head anchor.
+# Format 1 (no meta table) chained plain SHA-256, which anyone can recompute.
+FORMAT = "2"
+CHAIN_SCHEME = "hmac-sha256/erasure-ledger-chain-v1"
+CHAIN_LABEL = b"erasure/ledger-chain/v1"
+ANCHOR_FORMAT = "erasure-ledger-head/1"
 
 
 def canonical(obj: Any) -> str:
@@ -48,6 +65,26 @@ def canonical(obj: Any) -> str:
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def chain_key(keys) -> bytes:
+    """The ledger's chain key, derived from the subject master key (a `SubjectKeys`)."""
+    return keys._derive(CHAIN_LABEL)
+
+
+def count_entries(path: Path) -> int:
+    """How many entries the ledger file holds, read with plain SQLite (no key, no schema
+    changes, the file is not created): 0 when there is no ledger yet."""
+    if not path.exists():
+        return 0
+    db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=30)
+    try:
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'entries'"
+                      ).fetchone() is None:
+            return 0
+        return db.execute("SELECT count(*) FROM entries").fetchone()[0]
+    finally:
+        db.close()
 
 
 @dataclass(frozen=True)
@@ -61,20 +98,65 @@ class Entry:
     hash: str
 
 
-def entry_hash(prev: str, seq: int, ts: str, request_id: str | None, kind: str, body: str) -> str:
+def entry_hash(key: bytes, prev: str, seq: int, ts: str, request_id: str | None, kind: str,
+               body: str) -> str:
     payload = canonical([seq, ts, request_id, kind, body])
-    return hashlib.sha256((prev + payload).encode()).hexdigest()
+    return hmac.digest(key, (prev + payload).encode(), "sha256").hex()
+
+
+def anchor_mac(key: bytes, seq: int, head: str) -> str:
+    return hmac.digest(key, canonical([ANCHOR_FORMAT, seq, head]).encode(), "sha256").hex()
 
 
 class Ledger:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, key: bytes | None = None):
+        """`key`: the chain key (`chain_key(subject_keys)`). Without it the ledger can be
+        read, but not appended to or verified."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.anchor_path = path.with_name(path.name + ".head")
+        self._key = key
         self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
         self._in_tx = False
         self._tx_head: tuple[int, str] | None = None
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(SCHEMA)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            new = self._check_format()
+            self.db.executescript(SCHEMA)
+            if new:
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?), ('chain', ?)",
+                                (FORMAT, CHAIN_SCHEME))
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _check_format(self) -> bool:
+        """Refuse a ledger this version cannot verify (before changing anything in it).
+        True for a new ledger, whose scheme is still to be recorded."""
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        meta = (dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+                if "meta" in tables else {})
+        has_entries = ("entries" in tables
+                       and self.db.execute("SELECT 1 FROM entries LIMIT 1").fetchone() is not None)
+        if not meta:
+            if has_entries:
+                raise ErasureFailed(
+                    f"the ledger does not verify: {self.path} records no chain scheme, so it "
+                    "was written with the old unkeyed SHA-256 chain, in which forged or removed "
+                    "entries cannot be detected. Refusing it; keep it as an archive and start "
+                    "a new ledger (docs/operators-guide.md)")
+            return True
+        if meta.get("format") != FORMAT or meta.get("chain") != CHAIN_SCHEME:
+            raise ErasureFailed(
+                f"the ledger does not verify: {self.path} uses format {meta.get('format')!r}, chain "
+                f"{meta.get('chain')!r}; this version reads format {FORMAT} ({CHAIN_SCHEME})")
+        return False
+
+    def _require_key(self, what: str) -> bytes:
+        if self._key is None:
+            raise ConfigError(f"cannot {what} the ledger {self.path} without its chain key "
+                              "(derived from the subject key)")
+        return self._key
 
     def close(self) -> None:
         self.db.close()
@@ -96,7 +178,8 @@ class Ledger:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """Group appends into one durable commit (all or none). Re-entrant."""
+        """Group appends into one durable commit (all or none). Re-entrant. After the
+        commit, the new head is anchored once (not once per entry)."""
         if self._in_tx:
             yield
             return
@@ -105,26 +188,99 @@ class Ledger:
         try:
             yield
             self.db.execute("COMMIT")
+            head = self._tx_head
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         finally:
             self._in_tx = False
             self._tx_head = None
+        if head is not None:
+            self._write_anchor(*head)
+
+    def _write_anchor(self, seq: int, head: str) -> None:
+        """Atomically replace `<ledger>.head` with the head and its HMAC. A crash between
+        the commit and this write leaves the anchor one transaction behind the ledger,
+        which verifies (the next commit re-anchors); an anchor ahead of the ledger never
+        happens, so it means entries were removed."""
+        data = canonical({"format": ANCHOR_FORMAT, "seq": seq, "hash": head,
+                          "hmac": anchor_mac(self._require_key("anchor"), seq, head)})
+        fd, tmp = tempfile.mkstemp(prefix=self.anchor_path.name + ".", suffix=".tmp",
+                                   dir=self.anchor_path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(data + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.anchor_path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def read_anchor(self) -> tuple[dict[str, Any] | None, str | None]:
+        """(anchor, problem): the anchor when it exists and its HMAC verifies."""
+        key = self._require_key("verify")
+        try:
+            text = self.anchor_path.read_text()
+        except FileNotFoundError:
+            return None, None
+        try:
+            a = json.loads(text)
+            seq, head, mac = a["seq"], a["hash"], a["hmac"]
+            if a.get("format") != ANCHOR_FORMAT or not isinstance(seq, int) \
+                    or not isinstance(head, str) or not isinstance(mac, str):
+                raise ValueError("unexpected fields")
+        except (ValueError, KeyError, TypeError) as exc:
+            return None, f"the head anchor {self.anchor_path} is unreadable ({exc})"
+        if not hmac.compare_digest(mac, anchor_mac(key, seq, head)):
+            return None, (f"the head anchor {self.anchor_path} does not verify under this "
+                          "subject key (edited, or the wrong key)")
+        return a, None
 
     def append(self, request_id: str | None, kind: str, body: dict[str, Any]) -> Entry:
+        key = self._require_key("append to")
         text = canonical(body)
         with self.transaction():
-            # the head is read once per transaction: nobody else can write while we hold it
+            # the head is read (and checked) once per transaction: nobody else can write
+            # while we hold it
             if self._tx_head is None:
-                self._tx_head = self.head()
+                self._tx_head = self._checked_head(key)
             seq, prev = self._tx_head[0] + 1, self._tx_head[1]
             ts = now_iso()
-            h = entry_hash(prev, seq, ts, request_id, kind, text)
+            h = entry_hash(key, prev, seq, ts, request_id, kind, text)
             self.db.execute("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
                             (seq, ts, request_id, kind, text, prev, h))
             self._tx_head = (seq, h)
         return Entry(seq, ts, request_id, kind, body, prev, h)
+
+    def _checked_head(self, key: bytes) -> tuple[int, str]:
+        """The head, before a transaction appends to it: its last entry must verify under
+        this key and the chain must still reach the anchor. Otherwise appending would
+        chain new entries under a wrong key, or re-anchor a truncated ledger and so erase
+        the evidence of the truncation."""
+        row = self.db.execute("SELECT * FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+        anchor, problem = self.read_anchor()
+        if problem is None and row is not None:
+            seq, ts, rid, kind, body, prev, h = row
+            if not hmac.compare_digest(entry_hash(key, prev, seq, ts, rid, kind, body), h):
+                problem = (f"its last entry ({seq}) does not verify under this subject key "
+                           "(a different key, or the entry was altered)")
+            elif anchor is None:
+                problem = f"its head anchor {self.anchor_path} is missing"
+        if problem is None and anchor is not None:
+            n = row[0] if row else 0
+            at = self.db.execute("SELECT hash FROM entries WHERE seq = ?",
+                                 (anchor["seq"],)).fetchone()
+            if anchor["seq"] > n:
+                problem = (f"it was truncated: the head anchor records {anchor['seq']} "
+                           f"entries, the ledger holds {n}")
+            elif anchor["seq"] > 0 and (at is None or at[0] != anchor["hash"]):
+                problem = f"entry {anchor['seq']} differs from the head anchor"
+        if problem:
+            raise ErasureFailed(f"the ledger does not verify, nothing was appended: {problem}. "
+                                "Run `erasure ledger verify`")
+        return (row[0], row[6]) if row else (0, GENESIS)
 
     def seal_subject(self, request_id: str, sealed: bytes) -> None:
         self.db.execute("INSERT INTO sealed_subjects VALUES (?, ?)", (request_id, sealed))
@@ -155,16 +311,38 @@ class Ledger:
         return entries
 
     def verify_chain(self) -> tuple[bool, int, str | None]:
-        """(ok, entries checked, first problem). Recomputes every hash from the start."""
-        prev, n = GENESIS, 0
+        """(ok, entries checked, first problem). Recomputes every keyed hash from the start,
+        then checks the chain against the head anchor: it must exist once there are
+        entries, verify, and name an entry of the chain with that hash (the ledger may be
+        ahead of it by a transaction whose anchor write crashed, never behind)."""
+        key = self._require_key("verify")
+        anchor, problem = self.read_anchor()
+        if problem:
+            return False, 0, problem
+        prev, n, anchored_hash = GENESIS, 0, None
         for seq, ts, rid, kind, body, prev_hash, h in self.db.execute(
                 "SELECT * FROM entries ORDER BY seq"):
             n += 1
             if seq != n:
                 return False, n, f"entry {n} is missing (found seq {seq})"
-            if prev_hash != prev or entry_hash(prev, seq, ts, rid, kind, body) != h:
+            if prev_hash != prev or not hmac.compare_digest(
+                    entry_hash(key, prev, seq, ts, rid, kind, body), h):
                 return False, n, f"entry {seq} does not match its hash"
+            if anchor is not None and seq == anchor["seq"]:
+                anchored_hash = h
             prev = h
+        if anchor is None:
+            if n:
+                return False, n, (f"the head anchor {self.anchor_path} is missing: the ledger "
+                                  f"has {n} entries and nothing shows none were removed from "
+                                  "its end")
+            return True, 0, None
+        if anchor["seq"] > n:
+            return False, n, (f"the ledger was truncated: the head anchor records "
+                              f"{anchor['seq']} entries, the ledger holds {n}")
+        if anchor["seq"] > 0 and anchored_hash != anchor["hash"]:
+            return False, n, (f"entry {anchor['seq']} differs from the head anchor (the chain "
+                              "was rewritten)")
         return True, n, None
 
     def head(self) -> tuple[int, str]:

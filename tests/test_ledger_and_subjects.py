@@ -5,7 +5,7 @@ import sqlite3
 import pytest
 
 from erasure.errors import ConfigError, SubjectKeyTypeError, UnknownRequestError
-from erasure.ledger import Ledger
+from erasure.ledger import Ledger, chain_key
 from erasure.requests import load_state, one_month_later, submit
 from erasure.subject import SubjectKeys, coerce_subject_id
 
@@ -70,7 +70,7 @@ def test_deadline_is_one_calendar_month(keys):
 
 
 def test_ledger_chain_detects_an_edited_entry(tmp_path, keys):
-    led = Ledger(tmp_path / "l.db")
+    led = Ledger(tmp_path / "l.db", chain_key(keys))
     rid = submit(led, keys, "subject-77", "dpo", "test")
     led.append(rid, "note", {"x": 1})
     assert led.verify_chain() == (True, 2, None)
@@ -84,7 +84,7 @@ def test_ledger_chain_detects_an_edited_entry(tmp_path, keys):
 
 
 def test_ledger_chain_detects_a_deleted_entry(tmp_path, keys):
-    led = Ledger(tmp_path / "l.db")
+    led = Ledger(tmp_path / "l.db", chain_key(keys))
     rid = submit(led, keys, "s1", None, None)
     led.append(rid, "a", {})
     led.append(rid, "b", {})
@@ -94,7 +94,7 @@ def test_ledger_chain_detects_a_deleted_entry(tmp_path, keys):
 
 
 def test_ledger_file_never_holds_the_plain_subject_id(tmp_path, keys):
-    led = Ledger(tmp_path / "l.db")
+    led = Ledger(tmp_path / "l.db", chain_key(keys))
     rid = submit(led, keys, "jane.doe@example.com", "dpo", "ticket 9")
     state = load_state(led, rid)
     assert state.subject_hmac == keys.subject_hmac("jane.doe@example.com")

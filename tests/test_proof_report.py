@@ -267,8 +267,8 @@ def test_report_names_request_and_datasets_but_no_identifier(proof, tmp_path):
                 if isinstance(v, str) and (v == SUBJECT or ID_MENTION.search(v))]
     # the PDF's evidence is byte for byte the canonical evidence the verifier rebuilds
     from erasure.evidence import build_evidence, evidence_bytes
-    from erasure.ledger import Ledger
-    ledger = Ledger(_ledger_db(lake))
+    from erasure.ledger import Ledger, chain_key
+    ledger = Ledger(_ledger_db(lake), chain_key(keys))
     try:
         rebuilt = build_evidence(ledger, rid, evidence["ledger_checkpoint"]["entries"])
     finally:
@@ -403,10 +403,11 @@ def test_swapped_evidence_is_detected(proof, capsys, tmp_path):
     assert _checks(res)["signature-valid"] is True   # A's signature itself still holds
 
 
-def _rewrite_ledger(db: Path, rid: str, rehash: bool) -> int:
+def _rewrite_ledger(db: Path, rid: str, rehash: bool, key: bytes | None = None) -> int:
     """Edit request `rid`'s first erase step body (rows_deleted + 1). With `rehash`, also
-    recompute every hash after it, so the forged chain is internally consistent."""
-    from erasure.ledger import GENESIS, canonical, entry_hash
+    recompute every hash after it under the chain `key` (an attacker holding the subject
+    key) and re-anchor the head, so the forged chain is internally consistent."""
+    from erasure.ledger import ANCHOR_FORMAT, GENESIS, anchor_mac, canonical, entry_hash
 
     con = sqlite3.connect(db, isolation_level=None)
     try:
@@ -424,10 +425,13 @@ def _rewrite_ledger(db: Path, rid: str, rehash: bool) -> int:
             for seq, ts, r_id, kind, text, _, _ in con.execute(
                     "SELECT seq, ts, request_id, kind, body, prev_hash, hash FROM entries "
                     "ORDER BY seq").fetchall():
-                h = entry_hash(prev, seq, ts, r_id, kind, text)
+                h = entry_hash(key, prev, seq, ts, r_id, kind, text)
                 con.execute("UPDATE entries SET prev_hash = ?, hash = ? WHERE seq = ?",
                             (prev, h, seq))
                 prev = h
+            db.with_name(db.name + ".head").write_text(canonical(
+                {"format": ANCHOR_FORMAT, "seq": seq, "hash": prev,
+                 "hmac": anchor_mac(key, seq, prev)}))
         con.execute("COMMIT")
         return target[0]
     finally:
@@ -436,13 +440,17 @@ def _rewrite_ledger(db: Path, rid: str, rehash: bool) -> int:
 
 def test_report_does_not_match_a_different_ledger(proof, capsys, tmp_path):
     lake, pdf = proof["lake"], proof["pdf_a"]
-    # (i) a forged ledger: A's erase step edited and the whole chain re-hashed, so the
-    # hash chain itself is consistent; the report's signed checkpoint hash gives it away
-    from erasure.ledger import Ledger
+    # (i) a forged ledger: A's erase step edited and the whole chain re-hashed and
+    # re-anchored by someone holding the subject key, so the keyed chain itself is
+    # consistent; the report's signed checkpoint hash gives it away
+    from erasure.ledger import Ledger, chain_key
+    from erasure.subject import SubjectKeys
 
     forged = _copy_lake(lake, tmp_path / "forged")
-    _rewrite_ledger(_ledger_db(forged), proof["rid_a"], rehash=True)
-    ledger = Ledger(_ledger_db(forged))
+    key = chain_key(SubjectKeys.load(forged.root / ".erasure" / "keys" / "subject.key",
+                                     create=False))
+    _rewrite_ledger(_ledger_db(forged), proof["rid_a"], rehash=True, key=key)
+    ledger = Ledger(_ledger_db(forged), key)
     try:
         assert ledger.verify_chain()[0] is True      # the forgery is internally consistent
     finally:

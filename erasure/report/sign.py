@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .keys import SigningFiles, fingerprint
 
@@ -64,11 +65,48 @@ class ReportVerification:
                 "request_id": (self.evidence or {}).get("request", {}).get("request_id")}
 
 
+@contextmanager
+def _quiet_pyhanko() -> Iterator[None]:
+    """pyHanko and its certificate validator log expected failures (an untrusted or
+    corrupted signature) as warnings with a traceback; with no logging configured Python
+    prints them to stderr. While verifying, the verdict is in the named checks."""
+    import logging
+
+    logs = [logging.getLogger(n) for n in ("pyhanko", "pyhanko_certvalidator")]
+    before = [log.disabled for log in logs]
+    for log in logs:
+        log.disabled = True
+    try:
+        yield
+    finally:
+        for log, was in zip(logs, before):
+            log.disabled = was
+
+
+def _signature_problem(exc: Exception) -> str:
+    """What a pyHanko exception on a signature means, in words (its class names the
+    library's internals, not what is wrong with the report)."""
+    from pyhanko.sign.validation.errors import SignatureValidationError
+
+    if isinstance(exc, SignatureValidationError):
+        return f"the signature could not be validated: {exc.failure_message}"
+    first = str(exc).strip().splitlines()[0] if isinstance(exc, ValueError) and str(exc).strip() else ""
+    return ("the CMS signature could not be parsed, or is malformed (corrupted, or not a "
+            "PAdES signature)"
+            + (f": {first}" if first else ""))
+
+
 def verify_report(path: Path, root_pem: Path | None, rebuild=None) -> ReportVerification:
     """Checks, in order, each named: the file parses; exactly one signature; it is intact
     and valid; it chains to the pinned root; it covers the whole file (no later incremental
     update); the embedded evidence is there and parses; and, when `rebuild` is given (a
-    function from the evidence to the evidence rebuilt from the ledger), that they match."""
+    function from the evidence to the evidence rebuilt from the ledger), that they match.
+    A corrupted signature fails `signature-valid` with a detail naming the problem."""
+    with _quiet_pyhanko():
+        return _verify_report(path, root_pem, rebuild)
+
+
+def _verify_report(path: Path, root_pem: Path | None, rebuild) -> ReportVerification:
     from pyhanko.keys import load_cert_from_pemder
     from pyhanko.pdf_utils.reader import PdfFileReader
     from pyhanko.sign.validation import validate_pdf_signature
@@ -84,18 +122,32 @@ def verify_report(path: Path, root_pem: Path | None, rebuild=None) -> ReportVeri
     with f:
         try:
             reader = PdfFileReader(f, strict=False)
-            sigs = reader.embedded_signatures
+            reader.root
         except Exception as exc:
-            rep.add("pdf-structure", False, f"{type(exc).__name__}: {exc}")
+            rep.add("pdf-structure", False, f"not a readable PDF: {type(exc).__name__}: {exc}")
             return rep
         rep.add("pdf-structure", True)
+        try:
+            sigs = reader.embedded_signatures
+        except Exception as exc:
+            # the signature dictionary is there but its CMS blob does not parse
+            from pyhanko.sign.fields import enumerate_sig_fields
+
+            try:
+                n = sum(1 for _ in enumerate_sig_fields(reader, filled_status=True))
+            except Exception:
+                n = None
+            if n is not None and not rep.add("signature-present", n == 1, f"{n} signatures"):
+                return rep
+            rep.add("signature-valid", False, _signature_problem(exc))
+            return rep
         if not rep.add("signature-present", len(sigs) == 1, f"{len(sigs)} signatures"):
             return rep
         roots = [load_cert_from_pemder(str(root_pem))] if root_pem and root_pem.is_file() else []
         try:
             status = validate_pdf_signature(sigs[0], ValidationContext(trust_roots=roots))
         except Exception as exc:
-            rep.add("signature-valid", False, f"{type(exc).__name__}: {exc}")
+            rep.add("signature-valid", False, _signature_problem(exc))
             return rep
         rep.add("signature-intact", bool(status.intact),
                 "the signed bytes match the signature" if status.intact else
