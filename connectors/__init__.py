@@ -23,7 +23,7 @@ def default_registry(config) -> ConnectorRegistry:
     registry = ConnectorRegistry(connectors)
     from .mlflow import MlflowConnector, settings_from   # light: mlflow loads on first use
 
-    mlflow_settings = settings_from(config.raw, config.base_dir)
+    mlflow_settings = settings_from(config.mlflow, config.base_dir)
     if mlflow_settings is not None:
         registry.connectors.append(MlflowConnector(mlflow_settings, registry))
     return registry

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
-from erasure.errors import ConfigError, UnknownDatasetError
+from erasure.errors import UnknownDatasetError
 
 from .base import Capabilities, EraseResult, PurgeResult, TargetCount
 
@@ -427,13 +427,11 @@ class MlflowConnector:
                 "note": "model version tagged erasure.retrain_required=true; retrain and re-register"}
 
 
-def settings_from(raw: dict, base_dir=None) -> MlflowSettings | None:
-    """[mlflow] from the config; a relative sqlite path resolves against the config's folder."""
-    m = raw.get("mlflow")
-    if m is None:
+def settings_from(mlflow, base_dir=None) -> MlflowSettings | None:
+    """The typed `[mlflow]` of the config (erasure.config.MlflowConfig, checked when the
+    config was loaded), or None; a relative sqlite path resolves against the config's folder."""
+    if mlflow is None:
         return None
-    if not isinstance(m, dict) or not isinstance(m.get("tracking_uri"), str):
-        raise ConfigError("[mlflow] needs tracking_uri = \"sqlite:///...\" or \"postgresql://...\"")
 
     def resolve(uri: str | None) -> str | None:
         if uri and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////") and base_dir:
@@ -443,4 +441,4 @@ def settings_from(raw: dict, base_dir=None) -> MlflowSettings | None:
             # is psycopg2 (MLflow's own default)
             return "postgresql+psycopg2://" + uri.split("://", 1)[1]
         return uri
-    return MlflowSettings(resolve(m["tracking_uri"]), resolve(m.get("registry_uri")))
+    return MlflowSettings(resolve(mlflow.tracking_uri), resolve(mlflow.registry_uri))

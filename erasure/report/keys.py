@@ -36,8 +36,7 @@ class SigningFiles:
 
 
 def signing_files(config) -> SigningFiles:
-    d = Path(config.raw.get("signing", {}).get("dir", ".erasure/signing"))
-    d = d if d.is_absolute() else config.base_dir / d
+    d = config.signing_dir          # `[signing] dir`, resolved against the config's folder
     return SigningFiles(Path(os.environ.get(ENV["key"], d / "signer.key")),
                         Path(os.environ.get(ENV["cert"], d / "signer.pem")),
                         Path(os.environ.get(ENV["root"], d / "root.pem")))
