@@ -159,7 +159,9 @@ def plan(subject_id: str = typer.Option(..., "--subject-id", help="The subject's
          as_json: bool = typer.Option(False, "--json")):
     """Dry run: what erasing one subject would touch. Changes nothing."""
     from .planning import plan_erasures
+    from .subject import check_subject_id
 
+    check_subject_id(subject_id, "--subject-id")   # the rules `request submit` applies
     eng = _engine()
     hm = eng.keys.subject_hmac(subject_id)
     p = plan_erasures(eng.config, eng.graph(), eng.registry, [(hm, subject_id)])[0]
@@ -167,14 +169,15 @@ def plan(subject_id: str = typer.Option(..., "--subject-id", help="The subject's
 
 
 # ---- requests ---------------------------------------------------------------------
-def _check_subjects_fit_roots(eng, ids: list[str]) -> None:
-    """Refuse ids that cannot match a root's key column (wrong type) before recording."""
-    from .errors import InputError, UnknownDatasetError
+def _check_subjects_fit_roots(eng, ids, guard=None) -> int:
+    """Refuse ids that cannot match a root's key column (wrong type) before recording, and
+    (with `guard`, a requests.TextGuard) ids that --reason or --requested-by name. `ids`:
+    (where, id) pairs, `where` naming the source in messages ("--subject-id", "subjects
+    file f line 7"), consumed as a stream. Returns how many ids there were."""
+    from .errors import SubjectKeyTypeError, UnknownDatasetError
     from .subject import coerce_subject_id
 
-    for s in ids:
-        if not s or s != s.strip() or "\n" in s:
-            raise InputError("a subject id must not be empty or padded; nothing was recorded")
+    types = []
     for root in eng.config.roots:
         conn = eng.registry.for_dataset(root.namespace, root.name)
         if conn is None:
@@ -183,40 +186,87 @@ def _check_subjects_fit_roots(eng, ids: list[str]) -> None:
         typ = conn.key_type(root.namespace, root.name, root.column)
         if typ is None:
             raise UnknownDatasetError(f"root dataset {root.name} has no column {root.column!r}")
-        for s in ids:
-            coerce_subject_id(s, typ, eng.keys.subject_hmac(s), f"{root.column} of {root.name}")
+        types.append((typ, f"{root.column} of {root.name}"))
+    n = 0
+    for where, s in ids:
+        n += 1
+        if guard is not None:
+            guard.check(s, f"{where}: ")
+        for typ, column in types:
+            try:
+                coerce_subject_id(s, typ, eng.keys.subject_hmac(s), column)
+            except SubjectKeyTypeError as exc:
+                raise SubjectKeyTypeError(f"{where}: {exc}") from None
+    return n
+
+
+def _print_submitted(chunks, as_json: bool) -> int:
+    """Print request ids as each chunk is committed (flushed per chunk), so a killed submit
+    has printed only ids that are recorded. With --json the document is complete once the
+    last chunk is printed. Returns how many ids had an open request already."""
+    existing, first = 0, True
+    if as_json:
+        typer.echo('{\n  "requests": [', nl=False)
+    for chunk in chunks:
+        lines = []
+        for rid, old in chunk:
+            existing += old
+            if as_json:
+                lines.append(("\n" if first else ",\n") + "    "
+                             + json.dumps({"existing": old, "request_id": rid}, sort_keys=True))
+                first = False
+            else:
+                lines.append(rid + "\n")
+        typer.echo("".join(lines), nl=False)
+        sys.stdout.flush()
+    if as_json:
+        typer.echo("\n  ]\n}")
+    return existing
 
 
 @request_app.command("submit")
 def request_submit(subject_id: Optional[str] = typer.Option(None, "--subject-id"),
                    subjects_file: Optional[Path] = typer.Option(
-                       None, "--subjects-file", help="One subject id per line"),
+                       None, "--subjects-file", help="One subject id per line (UTF-8)"),
                    requested_by: Optional[str] = typer.Option(None, "--requested-by"),
                    reason: Optional[str] = typer.Option(None, "--reason"),
                    as_json: bool = typer.Option(False, "--json")):
-    """Record an Article 17 request (one per subject). Prints the request id."""
+    """Record an Article 17 request (one per subject). Prints the request id.
+
+    Idempotent: a subject with an open request for the same reason gets that request's id."""
     from .errors import InputError
-    from .requests import submit
+    from .requests import TextGuard, submit_many, submit_one
+    from .subject import check_subject_id
+    from .subjects_file import SubjectsFile
 
     if (subject_id is None) == (subjects_file is None):
         raise InputError("give exactly one of --subject-id or --subjects-file")
-    if subjects_file is not None:
-        if not subjects_file.is_file():
-            raise InputError(f"subjects file not found: {subjects_file}")
-        ids = [line.strip() for line in subjects_file.read_text(encoding="utf-8").splitlines()
-               if line.strip()]
-        if not ids:
-            raise InputError(f"subjects file {subjects_file} holds no ids")
-    else:
-        ids = [subject_id]
+    guard = TextGuard(requested_by, reason)
+    if subjects_file is None:
+        check_subject_id(subject_id, "--subject-id")
+        eng = _engine()
+        _check_subjects_fit_roots(eng, [("--subject-id", subject_id)], guard)
+        rid, old = submit_one(eng.ledger, eng.keys, subject_id, requested_by, reason)
+        _emit({"request_id": rid, "existing": old}, as_json,
+              lambda o: typer.echo(o["request_id"]))
+        if old and not as_json:
+            typer.echo("the subject already has an open request for this reason; "
+                       "that request's id was printed", err=True)
+        return
+    src = SubjectsFile(subjects_file)
     eng = _engine()
-    _check_subjects_fit_roots(eng, ids)   # validate all before recording any
-    rids = [submit(eng.ledger, eng.keys, s, requested_by, reason) for s in ids]
-    if subjects_file is not None:
-        _emit({"requests": [{"request_id": r} for r in rids]}, as_json,
-              lambda o: [typer.echo(r["request_id"]) for r in o["requests"]])
-    else:
-        _emit({"request_id": rids[0]}, as_json, lambda o: typer.echo(o["request_id"]))
+    # pass 1: every line, every rule, typed against the roots; nothing recorded yet
+    n = _check_subjects_fit_roots(eng, ((f"subjects file {subjects_file} line {i}", s)
+                                        for i, s in src.ids()), guard)
+    if not n:
+        raise InputError(f"subjects file {subjects_file} holds no ids")
+    # pass 2: record in chunks (one ledger transaction each), printing each when committed
+    existing = _print_submitted(
+        submit_many(eng.ledger, eng.keys, (s for _, s in src.ids()), requested_by, reason),
+        as_json)
+    if existing and not as_json:
+        typer.echo(f"{existing} of {n} ids already had an open request for this reason; "
+                   "those requests' ids were printed", err=True)
 
 
 # ---- run & status -----------------------------------------------------------------

@@ -6,7 +6,7 @@ import calendar
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from .errors import InputError
 from .ledger import Entry, Ledger
@@ -22,30 +22,161 @@ def one_month_later(t: datetime) -> datetime:
     return t.replace(year=y, month=m, day=min(t.day, calendar.monthrange(y, m)[1]))
 
 
+# requests recorded per ledger transaction by `submit_many`: a kill leaves whole chunks
+CHUNK = 1000
+# a request in one of these states is finished; a new submission for its subject is new
+CLOSED_STATUSES = ("completed", "incomplete", "not_found", "failed")
+
+# Every request.submitted entry after seq ?, for reason ?, with the last entry that set its
+# status (as `fold` reads them: a plan opens it again, a completion or failure closes it).
+_OPEN_SQL = """
+SELECT s.seq, s.request_id, json_extract(s.body, '$.subject_hmac'),
+       (SELECT e.kind || ' ' || ifnull(json_extract(e.body, '$.status'), '')
+          FROM entries e
+         WHERE e.request_id = s.request_id
+           AND e.kind IN ('plan.recorded', 'request.completed', 'request.failed')
+         ORDER BY e.seq DESC LIMIT 1)
+  FROM entries s
+ WHERE s.kind = 'request.submitted' AND s.seq > ? AND json_extract(s.body, '$.reason') IS ?
+"""
+_CLOSED_SQL = """
+SELECT request_id, kind, json_extract(body, '$.status') FROM entries
+ WHERE seq > ? AND kind IN ('request.completed', 'request.failed')
+"""
+
+
+def _open_status(last: str | None) -> bool:
+    if last is None:
+        return True
+    kind, _, status = last.partition(" ")
+    if kind == "request.failed":
+        return False
+    return not (kind == "request.completed" and status in CLOSED_STATUSES)
+
+
+class TextGuard:
+    """--requested-by and --reason are stored and printed in plain text: refuse them when
+    they name the subject id as a whole token, in any case (str.casefold). A request id
+    "req-4141..." does not name subject 41. No regex is built from the id."""
+
+    def __init__(self, requested_by: str | None, reason: str | None):
+        self.texts = [(label, text.casefold()) for label, text in
+                      (("--requested-by", requested_by), ("--reason", reason)) if text]
+
+    def check(self, subject_id: str, where: str = "") -> None:
+        from .subject import token_spans
+
+        if not self.texts:
+            return
+        value = subject_id.casefold()
+        for label, text in self.texts:
+            if next(token_spans(text, value), None) is not None:
+                raise InputError(f"{where}{label} contains the subject id; it is stored and "
+                                 "printed in plain text, so it must not name the subject. "
+                                 "Nothing was recorded")
+
+
+class _OpenRequests:
+    """The open requests for one reason, by subject HMAC: read with one query, then kept
+    up to date with what others appended since (read inside each write transaction)."""
+
+    def __init__(self, ledger: Ledger, reason: str | None, only_hmac: str | None = None):
+        self.ledger, self.reason, self.only = ledger, reason, only_hmac
+        self.by_hmac: dict[str, str] = {}
+        self.hmac_of: dict[str, str] = {}
+        self.seen = 0
+
+    def refresh(self) -> None:
+        db = self.ledger.db
+        sql, args = _OPEN_SQL, [self.seen, self.reason]
+        if self.only is not None:
+            sql += " AND json_extract(s.body, '$.subject_hmac') = ?"
+            args.append(self.only)
+        for _, rid, hm, last in db.execute(sql + " ORDER BY s.seq", args):
+            if hm and _open_status(last):
+                self.add(hm, rid)
+        if self.seen:
+            for rid, kind, status in db.execute(_CLOSED_SQL, (self.seen,)):
+                hm = self.hmac_of.get(rid)
+                if hm and not _open_status(f"{kind} {status or ''}") and \
+                        self.by_hmac.get(hm) == rid:
+                    del self.by_hmac[hm]
+        self.mark()
+
+    def mark(self) -> None:
+        self.seen = db_max_seq(self.ledger)
+
+    def add(self, hm: str, rid: str) -> None:
+        if hm not in self.by_hmac:
+            self.by_hmac[hm] = rid
+            self.hmac_of[rid] = hm
+
+
+def db_max_seq(ledger: Ledger) -> int:
+    return ledger.db.execute("SELECT ifnull(max(seq), 0) FROM entries").fetchone()[0]
+
+
+def submit_many(ledger: Ledger, keys: SubjectKeys, subject_ids: Iterable[str],
+                requested_by: str | None, reason: str | None, chunk: int = CHUNK,
+                ) -> Iterator[list[tuple[str, bool]]]:
+    """Record a request per subject id, `chunk` ids per ledger transaction, yielding each
+    chunk once it is committed: [(request_id, existing), ...] in input order.
+
+    Idempotent: a subject that already has an open request (not completed, incomplete,
+    not_found or failed) with the same reason gets that request's id back, existing=True,
+    and nothing new is recorded; so does a subject repeated in `subject_ids`. Ids are read
+    from the iterable one chunk at a time. Every id is checked (`check_subject_id`, the
+    --requested-by/--reason guard); a bad id aborts its chunk (earlier chunks stay)."""
+    from itertools import islice
+
+    from .subject import check_subject_id
+
+    guard = TextGuard(requested_by, reason)
+    ids = iter(subject_ids)
+    known: _OpenRequests | None = None
+    while True:
+        batch = list(islice(ids, chunk))
+        if not batch:
+            return
+        for s in batch:
+            check_subject_id(s)
+            guard.check(s)
+        hmacs = [keys.subject_hmac(s) for s in batch]
+        if known is None:
+            # one id in all (a shorter first chunk is the last): look up only that subject
+            known = _OpenRequests(ledger, reason, hmacs[0] if len(batch) == 1 < chunk else None)
+        out = []
+        with ledger.transaction():
+            known.refresh()
+            for s, hm in zip(batch, hmacs):
+                rid = known.by_hmac.get(hm)
+                if rid is not None:
+                    out.append((rid, True))
+                    continue
+                rid = "req-" + uuid.uuid4().hex[:20]
+                received = datetime.now(timezone.utc)
+                ledger.seal_subject(rid, keys.seal(s, rid))
+                ledger.append(rid, "request.submitted", {
+                    "subject_hmac": hm, "received_at": received.isoformat(timespec="seconds"),
+                    "deadline": one_month_later(received).isoformat(timespec="seconds"),
+                    "requested_by": requested_by, "reason": reason, "legal_basis": LEGAL_BASIS})
+                known.add(hm, rid)
+                out.append((rid, False))
+            known.mark()
+        yield out
+
+
+def submit_one(ledger: Ledger, keys: SubjectKeys, subject_id: str, requested_by: str | None,
+               reason: str | None) -> tuple[str, bool]:
+    """(request id, existing): see `submit_many`."""
+    return next(submit_many(ledger, keys, [subject_id], requested_by, reason))[0]
+
+
 def submit(ledger: Ledger, keys: SubjectKeys, subject_id: str, requested_by: str | None,
            reason: str | None) -> str:
-    if not subject_id or subject_id != subject_id.strip() or "\n" in subject_id:
-        raise InputError("a subject id must be non-empty, without surrounding white space or "
-                         "line breaks; nothing was recorded")
-    import re
-
-    # the id as a whole token (a request id "req-4141..." does not name subject 41)
-    as_token = re.compile(("(?<!\\w)" if re.match(r"\w", subject_id[:1]) else "")
-                          + re.escape(subject_id)
-                          + ("(?!\\w)" if re.match(r"\w", subject_id[-1:]) else ""))
-    for label, text in (("--requested-by", requested_by), ("--reason", reason)):
-        if text and as_token.search(text):
-            raise InputError(f"{label} contains the subject id; it is stored and printed in "
-                             "plain text, so it must not name the subject. Nothing was recorded")
-    request_id = "req-" + uuid.uuid4().hex[:20]
-    received = datetime.now(timezone.utc)
-    hm = keys.subject_hmac(subject_id)
-    ledger.seal_subject(request_id, keys.seal(subject_id, request_id))
-    ledger.append(request_id, "request.submitted", {
-        "subject_hmac": hm, "received_at": received.isoformat(timespec="seconds"),
-        "deadline": one_month_later(received).isoformat(timespec="seconds"),
-        "requested_by": requested_by, "reason": reason, "legal_basis": LEGAL_BASIS})
-    return request_id
+    """Record a request for one subject and return its id; the id of the subject's open
+    request for the same reason when there is one (see `submit_many`)."""
+    return submit_one(ledger, keys, subject_id, requested_by, reason)[0]
 
 
 @dataclass

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError, SubjectKeyTypeError
@@ -24,6 +24,8 @@ ENV_KEY = "ERASURE_SUBJECT_KEY"
 @dataclass(frozen=True)
 class SubjectKeys:
     master: bytes
+    # derived keys, computed once per label (submitting 100,000 ids derives them once)
+    _derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def load(cls, key_path: Path, create: bool = True) -> "SubjectKeys":
@@ -51,7 +53,10 @@ class SubjectKeys:
         return cls(master)
 
     def _derive(self, label: bytes) -> bytes:
-        return hmac.new(self.master, label, hashlib.sha256).digest()
+        key = self._derived.get(label)
+        if key is None:
+            key = self._derived[label] = hmac.new(self.master, label, hashlib.sha256).digest()
+        return key
 
     def subject_hmac(self, subject_id: str) -> str:
         return hmac.new(self._derive(b"erasure/subject-hmac/v1"), subject_id.encode("utf-8"),
@@ -122,13 +127,116 @@ def coerce_subject_id(subject_id: str, arrow_type_name: str, subject_hmac: str,
         "(supported: integer and string columns); nothing was changed")
 
 
+# ---- what a subject id may be -----------------------------------------------------------
+MAX_SUBJECT_ID_CHARS = 512
+# Cc control characters (tab, CR, LF, NUL, the C1 block with U+0085), Cf invisible format
+# characters (U+FEFF byte order mark, zero-width space and joiners, bidi overrides), Cs lone
+# surrogates (undecodable bytes on the command line), Zl/Zp line and paragraph separators.
+REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_CATEGORY_NAMES = {"Cc": "a control character", "Cf": "an invisible format character",
+                   "Cs": "an undecodable byte (lone surrogate)", "Zl": "a line separator",
+                   "Zp": "a paragraph separator"}
+
+
+def refused_character(text: str) -> tuple[int, str] | None:
+    """(1-based position, description) of the first character a subject id may not hold."""
+    import unicodedata
+
+    if text.isascii():
+        for i, ch in enumerate(text):
+            if ch < " " or ch == "\x7f":
+                return i + 1, f"{_CATEGORY_NAMES['Cc']} (U+{ord(ch):04X})"
+        return None
+    for i, ch in enumerate(text):
+        cat = unicodedata.category(ch)
+        if cat in REFUSED_CATEGORIES:
+            return i + 1, f"{_CATEGORY_NAMES[cat]} (U+{ord(ch):04X})"
+    return None
+
+
+def check_subject_id(subject_id: str, where: str = "the subject id") -> str:
+    """The one set of rules for a subject id, wherever it comes from (`plan`, `request
+    submit`, a subjects file): not empty, no surrounding white space, at most
+    MAX_SUBJECT_ID_CHARS characters, none of REFUSED_CATEGORIES. Raises InputError (exit 4)
+    with a message that never quotes the id; returns the id unchanged."""
+    from .errors import InputError
+
+    if not subject_id:
+        raise InputError(f"{where} is empty; nothing was recorded")
+    if len(subject_id) > MAX_SUBJECT_ID_CHARS:
+        raise InputError(f"{where} is {len(subject_id)} characters long; the limit is "
+                         f"{MAX_SUBJECT_ID_CHARS}. Nothing was recorded")
+    bad = refused_character(subject_id)
+    if bad:
+        raise InputError(f"{where} holds {bad[1]} at character {bad[0]}; subject ids must not "
+                         "contain control, format or line/paragraph separator characters. "
+                         "Nothing was recorded")
+    if subject_id != subject_id.strip():
+        raise InputError(f"{where} has white space before or after it; nothing was recorded")
+    return subject_id
+
+
+# ---- finding an id in text, without building a regex from it ------------------------------
+def _wordch(ch: str) -> bool:
+    """What `\\w` matches in a str pattern: alphanumerics (str.isalnum) and the underscore."""
+    return ch == "_" or ch.isalnum()
+
+
+def token_spans(text: str, value: str):
+    """(start, end) of each non-overlapping occurrence of `value` in `text` as a whole token:
+    where the value begins (ends) with a word character, the character before (after) it
+    must not be one. Plain str.find, so the cost is linear in the text for a bounded value."""
+    if not value:
+        return
+    left, right = _wordch(value[0]), _wordch(value[-1])
+    n, m = len(text), len(value)
+    i = text.find(value)
+    while i != -1:
+        j = i + m
+        if (not left or i == 0 or not _wordch(text[i - 1])) and \
+                (not right or j == n or not _wordch(text[j])):
+            yield i, j
+            i = text.find(value, j)
+        else:
+            i = text.find(value, i + 1)
+
+
+def names_subject(text: str | None, subject_id: str) -> bool:
+    """Does `text` name the subject id as a whole token, ignoring case (str.casefold)?"""
+    if not text or not subject_id:
+        return False
+    return next(token_spans(text.casefold(), subject_id.casefold()), None) is not None
+
+
+# CSI (colours: ESC [ ... m, cursor moves), OSC (ESC ] ... BEL or ESC \\), and two-character
+# escapes: fixed patterns, never built from a subject id
+_ANSI = None
+
+
+def strip_ansi(text: str) -> str:
+    global _ANSI
+    if _ANSI is None:
+        import re
+
+        _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"
+                           r"|\x9b[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+    return _ANSI.sub("", text)
+
+
 def redact(message: str, values) -> str:
     """Replace any subject key in a third-party error message with a placeholder, so
-    library errors (which may quote predicates or values) can be logged and recorded."""
-    import re
-
+    library errors (which may quote predicates or values) can be logged and recorded.
+    Each value is replaced where it stands as a whole token (`42` in `k = 42` and in
+    `a-42.parquet`, not in `420`); ANSI colour escapes (delta-rs prints them) are removed
+    first. No regex is built from a value: str.find and explicit word-boundary checks."""
+    message = strip_ansi(message)
     for v in sorted({str(x) for x in values if str(x)}, key=len, reverse=True):
-        left = r"(?<!\w)" if re.match(r"\w", v[:1]) else ""
-        right = r"(?!\w)" if re.match(r"\w", v[-1:]) else ""
-        message = re.sub(left + re.escape(v) + right, "<subject>", message)
+        parts, last = [], 0
+        for i, j in token_spans(message, v):
+            parts.append(message[last:i])
+            parts.append("<subject>")
+            last = j
+        if parts:
+            parts.append(message[last:])
+            message = "".join(parts)
     return message
