@@ -18,7 +18,8 @@ EXIT_CODES = "\n\n".join([
     "4 bad input, nothing changed (malformed events, unknown dataset or request, wrong key type)",
     "5 erasure failed (a step failed, the guard stopped it, verification failed, a dataset "
     "could not be read, the ledger does not verify)",
-    "6 erased, but datasets downstream of the subject are unresolved and need an operator",
+    "6 erased where possible, but datasets downstream of the subject are unresolved, or a "
+    "part could not be scanned or verified (an object store not listed): an operator must act",
     "7 a sweep found a subject back where it had been erased (the findings say where)",
     "75 try again later (concurrent writers kept winning the commit race, or another run "
     "holds the ledger)",
@@ -138,6 +139,8 @@ def _print_plan(p: dict) -> None:
             more = "…" if len(t["residue_now"]) > 2 else ""
             typer.echo(f"          residue now: {len(t['residue_now'])} files "
                        f"({', '.join(t['residue_now'][:2])}{more})")
+        for why in t.get("not_verified") or []:
+            typer.echo(f"          NOT VERIFIABLE: {why}")
         ra = t["residue_after"]
         if ra["mode"] == "keep-history":
             typer.echo(f"          after erasure: residue remains until {ra['until']} (keep-history)")
@@ -151,7 +154,7 @@ def _print_plan(p: dict) -> None:
         typer.echo(f"  UNRESOLVED    {u['namespace']}:{u['name']}: {u['reason']}")
     tot = p["totals"]
     typer.echo(f"Total: {tot['rows']} rows in {tot['targets']} targets, "
-               f"{tot['unresolved']} unresolved.")
+               f"{tot['unresolved']} unresolved, {tot.get('not_verified', 0)} not verifiable.")
 
 
 @app.command()
@@ -274,7 +277,9 @@ def _print_outcomes(o: dict) -> None:
     for r in o["requests"]:
         typer.echo(f"{r['request_id']}: {r['status'].upper()}")
         for t in r["targets"]:
-            mark = "verified" if t["verified"] else "NOT verified"
+            mark = ("verified" if t["verified"] else
+                    "NOT verified: " + "; ".join(t["not_verified"]) if t.get("not_verified")
+                    else "NOT verified")
             def v(x):
                 return "-" if x is None else x
             versions = ("" if t["version_before"] is None else
@@ -290,6 +295,9 @@ def _print_outcomes(o: dict) -> None:
         for e in r["errors"]:
             typer.echo(f"  error: {e}", err=True)
     typer.echo(f"Overall: {o['status']}")
+
+
+RUN_CHUNK = 5000
 
 
 @app.command()
@@ -309,9 +317,14 @@ def run(request_ids: List[str] = typer.Argument(None, help="Request ids to execu
         ids = pending_request_ids(eng.ledger) if pending else list(request_ids)
         for rid in ids:
             eng.ledger.require(rid)
-        outcomes = Runner(eng).run(ids, replan=replan)
+        outcomes = []
+        # requests run in batches of RUN_CHUNK: memory stays bounded however many are
+        # pending, and each batch still erases one pass per dataset
+        for i in range(0, len(ids), RUN_CHUNK):
+            outcomes += Runner(eng).run(ids[i:i + RUN_CHUNK], replan=replan)
     statuses = {o.status for o in outcomes}
     overall = ("failed" if "failed" in statuses else "incomplete" if "incomplete" in statuses
+               else "not_found" if statuses == {"not_found"}
                else "completed" if outcomes else "nothing-to-do")
     out = {"status": overall, "requests": [o.to_json() for o in outcomes]}
     if len(outcomes) == 1:
@@ -332,24 +345,35 @@ def verify(request_ids: List[str] = typer.Argument(None, help="Request ids (defa
     data without the subject."""
     from .execution import Runner
 
+    from .errors import InputError
+    from .requests import load_state
+
     eng = _engine()
     with eng.ledger.exclusive():
         ids = list(request_ids) if request_ids else eng.ledger.request_ids()
         for rid in ids:
             eng.ledger.require(rid)
+        if request_ids:   # asked by name: a request that has not finished cannot be verified
+            open_ = [r for r in ids if not load_state(eng.ledger, r).done]
+            if open_:
+                raise InputError(f"request(s) not finished, nothing to verify: "
+                                 f"{', '.join(open_)}; run them first (`erasure run`)")
         outcomes = Runner(eng).reverify(ids)
-    violated = [o for o in outcomes if o.status == "violated"]
-    out = {"status": "violated" if violated else "holds",
-           "requests": [o.to_json() for o in outcomes]}
+    statuses = {o.status for o in outcomes}
+    overall = ("violated" if "violated" in statuses else
+               "not_verified" if "not_verified" in statuses else "holds")
+    out = {"status": overall, "requests": [o.to_json() for o in outcomes]}
 
     def human(o):
         for r in o["requests"]:
             typer.echo(f"{r['request_id']}: {r['status']}")
             for e in r["errors"]:
                 typer.echo(f"  {e}", err=True)
+            for n in r["notes"]:
+                typer.echo(f"  {n}")
         typer.echo(f"Overall: {o['status']}")
     _emit(out, as_json, human)
-    raise typer.Exit(5 if violated else 0)
+    raise typer.Exit({"violated": 5, "not_verified": 6}.get(overall, 0))
 
 
 @app.command()
@@ -365,7 +389,8 @@ def sweep(as_json: bool = typer.Option(False, "--json"),
     import time as _time
 
     from .errors import InputError
-    from .sweep import EXIT_FINDINGS, run_sweep
+    from .requests import FINISHED
+    from .sweep import EXIT_FINDINGS, EXIT_NOT_VERIFIED, run_sweep
 
     interval = None
     if every:
@@ -396,9 +421,13 @@ def sweep(as_json: bool = typer.Option(False, "--json"),
                 typer.echo(f"  open retrain flag: {m['model_version']} ({m['request_id']})")
             for x in o["fixed"]:
                 typer.echo(f"  re-erased: {x['request_id']} {x['status']}")
+            for x in o["not_verified"]:
+                typer.echo(f"  NOT VERIFIED {x['name']}: {'; '.join(x['reasons'])}")
         _emit(out, as_json, human)
         code = EXIT_FINDINGS if res.findings and not (
-            fix and res.fixed and all(x["status"] in ("completed", "incomplete") for x in res.fixed)) else 0
+            fix and res.fixed and all(x["status"] in FINISHED for x in res.fixed)) else 0
+        if not code and res.not_verified:
+            code = EXIT_NOT_VERIFIED
         worst = max(worst, code)
         passes += 1
         if interval is None or (max_passes is not None and passes >= max_passes):
@@ -439,6 +468,8 @@ def status(request_id: Optional[str] = typer.Argument(None),
                        f"deadline {s['deadline']}  subject {s['subject']['hmac'][:12]}…")
             for t in s["targets"]:
                 typer.echo(f"    {t['name']}: " + ", ".join(f"{k} {v}" for k, v in t["steps"].items()))
+                for why in t.get("not_verified") or []:
+                    typer.echo(f"      not verified: {why}")
     _emit(out, as_json, human)
 
 

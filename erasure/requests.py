@@ -179,6 +179,10 @@ def submit(ledger: Ledger, keys: SubjectKeys, subject_id: str, requested_by: str
     return submit_one(ledger, keys, subject_id, requested_by, reason)[0]
 
 
+# a finished request is never run again; "not_found": nothing of the subject was anywhere
+FINISHED = ("completed", "not_found", "incomplete")
+
+
 @dataclass
 class RequestState:
     request_id: str
@@ -187,7 +191,7 @@ class RequestState:
     deadline: str
     requested_by: str | None
     reason: str | None
-    status: str = "pending"          # pending | running | completed | incomplete | failed
+    status: str = "pending"   # pending | running | completed | not_found | incomplete | failed
     plan: Plan | None = None
     steps: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -196,7 +200,7 @@ class RequestState:
 
     @property
     def done(self) -> bool:
-        return self.status in ("completed", "incomplete")
+        return self.status in FINISHED
 
     def step(self, target_key: str, phase: str) -> dict[str, Any] | None:
         return self.steps.get((target_key, phase))
@@ -211,6 +215,14 @@ class RequestState:
                 out[step["name"]] = max(out.get(step["name"], 0), step["version_after"])
         return out
 
+    def _step_state(self, t, phase: str) -> str:
+        if phase == "purge" and t.residue_after.get("mode") != "purge":
+            return "not-applicable"
+        step = self.step(t.key, phase) or {}
+        if phase == "verify" and step.get("state") == "completed" and step.get("not_verified"):
+            return "not verified"
+        return step.get("state", "todo")
+
     def to_json(self) -> dict[str, Any]:
         targets = []
         if self.plan:
@@ -218,10 +230,10 @@ class RequestState:
                 targets.append({"namespace": t.namespace, "name": t.name,
                                 "connector": t.connector, "column": t.column,
                                 "rows_planned": t.rows,
-                                "steps": {ph: (self.step(t.key, ph) or {}).get("state", "todo")
-                                          if ph != "purge" or t.residue_after.get("mode") == "purge"
-                                          else "not-applicable"
-                                          for ph in ("erase", "purge", "verify")}})
+                                "steps": {ph: self._step_state(t, ph)
+                                          for ph in ("erase", "purge", "verify")},
+                                "not_verified": (self.step(t.key, "verify") or {}).get(
+                                    "not_verified") or t.not_verified})
         return {"request_id": self.request_id, "subject": {"hmac": self.subject_hmac},
                 "status": self.status, "received_at": self.received_at,
                 "deadline": self.deadline, "requested_by": self.requested_by,
