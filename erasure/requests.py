@@ -24,8 +24,8 @@ def one_month_later(t: datetime) -> datetime:
 
 # requests recorded per ledger transaction by `submit_many`: a kill leaves whole chunks
 CHUNK = 1000
-# a request in one of these states is finished; a new submission for its subject is new
-CLOSED_STATUSES = ("completed", "incomplete", "not_found", "failed")
+# a finished request is never run again; "not_found": nothing of the subject was anywhere
+FINISHED = ("completed", "not_found", "incomplete")
 
 # Every request.submitted entry after seq ?, for reason ?, with the last entry that set its
 # status (as `fold` reads them: a plan opens it again, a completion or failure closes it).
@@ -51,7 +51,7 @@ def _open_status(last: str | None) -> bool:
     kind, _, status = last.partition(" ")
     if kind == "request.failed":
         return False
-    return not (kind == "request.completed" and status in CLOSED_STATUSES)
+    return not (kind == "request.completed" and status in FINISHED)
 
 
 class TextGuard:
@@ -177,10 +177,6 @@ def submit(ledger: Ledger, keys: SubjectKeys, subject_id: str, requested_by: str
     """Record a request for one subject and return its id; the id of the subject's open
     request for the same reason when there is one (see `submit_many`)."""
     return submit_one(ledger, keys, subject_id, requested_by, reason)[0]
-
-
-# a finished request is never run again; "not_found": nothing of the subject was anywhere
-FINISHED = ("completed", "not_found", "incomplete")
 
 
 @dataclass
