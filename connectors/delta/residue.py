@@ -50,6 +50,42 @@ class FolderScan:
         return dict(self.traces.get(v, {}))
 
 
+# fixed patterns only: no regular expression is ever built from a subject id (a regex of a
+# 1 MB id took minutes to compile)
+_TOKEN_RE = re.compile(r"'((?:[^']|'')*)'|([\w@.+-]+)")   # a quoted literal or a bare token
+_BARE_RE = re.compile(r"[\w@.+-]+")
+_MANY_KEYS = 200
+
+
+def _is_word(c: str) -> bool:
+    return c == "_" or c.isalnum()
+
+
+def _find_whole(text: str, key: str) -> bool:
+    """`key` (or its SQL-escaped form, quotes doubled) in `text` as a whole token: where
+    the key begins or ends with a word character, the neighbouring character must not be
+    one. Plain `str.find`; after a miss on the left boundary the search resumes after the
+    current run of word characters, so it stays linear in the text."""
+    for needle in dict.fromkeys((key, key.replace("'", "''"))):
+        left, right = _is_word(needle[0]), _is_word(needle[-1])
+        start = 0
+        while True:
+            i = text.find(needle, start)
+            if i < 0:
+                break
+            if left and i > 0 and _is_word(text[i - 1]):
+                k = i
+                while k < len(text) and _is_word(text[k]):
+                    k += 1
+                start = k + 1
+                continue
+            j = i + len(needle)
+            if not (right and j < len(text) and _is_word(text[j])):
+                return True
+            start = i + 1
+    return False
+
+
 class _Matcher:
     def __init__(self, values: Iterable[Any], names: set[str]):
         self.values = list(values)
@@ -58,29 +94,31 @@ class _Matcher:
         self.names = names
         if self.is_int:
             self.int_re = re.compile(r"(?<![\w.])-?\d+(?![\w.])")
-        elif len(self.values) > 200:
-            self.str_res = None     # many keys: token lookup instead of one regex per key
-            self.token_re = re.compile(r"'((?:[^']|'')*)'|([\w@.+-]+)")
         else:
-            # a key as a whole token: "42" matches `name = '42'` or `(name#1 = 42)`, not "420"
-            self.str_res = [(v, re.compile(
-                ("(?<!\\w)" if re.match(r"\w", v[:1]) else "")
-                + "(?:" + re.escape(v) + "|" + re.escape(v.replace("'", "''")) + ")"
-                + ("(?!\\w)" if re.match(r"\w", v[-1:]) else ""))) for v in self.values if v]
+            # "42" matches `name = '42'` or `(name#1 = 42)`, not "420". Few keys: each is
+            # looked for with str.find and explicit word-boundary checks. Many keys: the text
+            # is tokenized (quoted literals and bare tokens) and each token looked up, and only
+            # keys a bare token cannot be (a space, a quote, ...) are looked for with find.
+            strs = [v for v in self.values if isinstance(v, str) and v]
+            self.find_keys = (strs if len(strs) <= _MANY_KEYS
+                              else [v for v in strs if not _BARE_RE.fullmatch(v)])
+            self.use_tokens = len(strs) > _MANY_KEYS
 
     def in_text(self, s: str) -> list[Any]:
         """Keys written into text (predicates): int keys as whole-number tokens, string keys
-        as any occurrence (quoted and escaped forms included)."""
+        as whole tokens (quoted and escaped forms included)."""
         if self.is_int:
             return [self.as_str[t] for t in self.int_re.findall(s) if t in self.as_str]
-        if self.str_res is None:
-            found = []
-            for quoted, bare in self.token_re.findall(s):
+        found: dict[Any, None] = {}
+        if self.use_tokens:
+            for quoted, bare in _TOKEN_RE.findall(s):
                 tok = quoted.replace("''", "'") if quoted else bare
                 if tok in self.as_str:
-                    found.append(self.as_str[tok])
-            return found
-        return [v for v, rx in self.str_res if rx.search(s)]
+                    found[self.as_str[tok]] = None
+        for v in self.find_keys:
+            if v not in found and _find_whole(s, v):
+                found[v] = None
+        return list(found)
 
     def value_array(self, typ):
         """The keys as an Arrow array of the column's type, built once per type."""
