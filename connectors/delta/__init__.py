@@ -5,7 +5,8 @@ the keys never enter the transaction log as a predicate. In the default `purge` 
 the connector then removes every other trace: files still holding rows under Spark deletion
 vectors are rewritten, old files are vacuumed (retention 0), the log is checkpointed and
 older commits and checkpoints are deleted, change-data files are removed, and empty
-partition folders named by the key are deleted. Time travel to versions before the purge is
+partition folders named by the key are deleted. No table setting is changed on the way
+(`logclean.py`), so a crash at any point leaves the table's configuration as it was. Time travel to versions before the purge is
 lost; the table history the audit needs is recorded in the ledger first.
 The `keep-history` mode stops after the logical delete and reports the residue that remains
 and the date the table's own retention settings would remove it.
@@ -25,6 +26,7 @@ from erasure.config import DeltaSettings
 from erasure.errors import ConflictRetriesExhausted, ErasureFailed, UnknownDatasetError
 
 from ..base import Capabilities, EraseResult, PurgeResult, TargetCount
+from . import logclean
 from .residue import FolderScan, scan_table_folder
 from .sql import count_by_key_sql, quote_ident
 
@@ -54,11 +56,20 @@ class DeltaConnector:
                "purged but their folder is not listed",))
 
     def __init__(self, settings: DeltaSettings | None = None,
-                 before_commit: Callable[[str, int], None] | None = None):
+                 before_commit: Callable[[str, int], None] | None = None,
+                 hooks: dict[str, Callable[..., None]] | None = None):
         self.settings = settings or DeltaSettings()
         # Failure injection for tests: called after the table is loaded, before the merge
         # commits (a real concurrent writer can commit in between).
         self.before_commit = before_commit
+        # More failure injection for tests, by point of the purge: "before_checkpoint",
+        # "after_checkpoint", "leftover_scan" (live files read, folder not yet walked),
+        # "before_leftover_delete". Each is called with the table URI.
+        self.hooks = dict(hooks or {})
+
+    def _hook(self, point: str, uri: str | None) -> None:
+        if point in self.hooks:
+            self.hooks[point](uri)
 
     # ---- identity -------------------------------------------------------------------
     def uri(self, namespace: str, name: str) -> str | None:
@@ -77,8 +88,10 @@ class DeltaConnector:
         return True
 
     def local_path(self, namespace: str, name: str) -> Path | None:
+        """The table's real folder: symlinks resolved, as delta-rs resolves them in the
+        file URIs it returns (live files are matched against this root)."""
         uri = self.uri(namespace, name)
-        return Path(uri) if uri and uri.startswith("/") else None
+        return Path(os.path.realpath(uri)) if uri and uri.startswith("/") else None
 
     def open(self, namespace: str, name: str, version: int | None = None):
         from deltalake import DeltaTable
@@ -137,7 +150,8 @@ class DeltaConnector:
         if mode == "purge":
             return {"mode": "purge", "remains": [], "until": None,
                     "note": ("old data files vacuumed, change data removed, log checkpointed "
-                             "and older commits deleted: time travel to earlier versions is lost")}
+                             "and older commits deleted (no table setting is changed): time "
+                             "travel to earlier versions is lost")}
         return {"mode": "keep-history",
                 "remains": ["old data files with the subject's rows (time travel)",
                             "change data files", "log entries (statistics, predicates)"],
@@ -160,9 +174,10 @@ class DeltaConnector:
         return total
 
     def _live_files(self, dt, root: Path) -> set[str]:
+        """Data files of `dt`'s version, relative to `root` (a resolved real path)."""
         out = set()
         for u in dt.file_uris():
-            p = unquote(u[len("file://"):] if u.startswith("file://") else u)
+            p = os.path.realpath(unquote(u[len("file://"):] if u.startswith("file://") else u))
             out.add(os.path.relpath(p, root).replace(os.sep, "/"))
         return out
 
@@ -217,7 +232,14 @@ class DeltaConnector:
             for v in values:
                 files[v] = sorted(sc.live.get(v, ()))
                 residue[v] = sorted(f"{f} ({k})" for f, k in sc.residue(v).items())
-        return TargetCount(rows=rows, files=files, version=dt.version(), residue=residue)
+        not_verified = []
+        if self.local_path(namespace, name) is None:
+            not_verified.append(
+                f"object store: files under {self.uri(namespace, name)} were not listed, so "
+                "old data files, change data (_change_data/), deletion-vector files and "
+                "_delta_log entries were not checked for the subject")
+        return TargetCount(rows=rows, files=files, version=dt.version(), residue=residue,
+                           not_verified=not_verified)
 
     def rows_written_since(self, namespace: str, name: str, version: int,
                            upto: int | None = None) -> int:
@@ -362,27 +384,55 @@ class DeltaConnector:
         raise ErasureFailed(f"{namespace}:{name}: soft-deleted rows remain after 50 rewrites")
 
     def _remove_leftovers(self, root: Path, namespace: str, name: str, column: str,
-                          values: Sequence[Any]) -> list[str]:
-        """Delete what VACUUM and log cleanup leave: change-data and untracked files that
-        still hold a key, `.crc` files of commits that no longer exist (Spark's hold
-        per-file stats), and Hadoop `.name.crc` sidecars of vanished data files.
+                          values: Sequence[Any], names: logclean.LogNames,
+                          res: PurgeResult) -> list[str]:
+        """Delete the data and change-data files the folder scan still finds holding a key,
+        when that is safe next to other writers:
 
-        Targeted on purpose: `vacuum(full=True)` also deletes deletion-vector files that
-        live data files still use (delta-rs 1.6), and any concurrent writer's uncommitted
-        files; here only files proven to hold a key, or orphaned checksums, go."""
+        - a file the log names as removed (a tombstone) or as change data goes;
+        - a file no commit or checkpoint named (an orphan, or a file whose commit landed
+          after the log was read) may be another writer's in-flight data: it goes only if
+          its modification time is older than `ORPHAN_GRACE`, else it is left and
+          verification reports it;
+        - never a file the latest version references, re-checked against a freshly loaded
+          version right before each delete.
+        Also deleted: Hadoop `.name.crc` sidecars of data files that no longer exist.
+        `vacuum(full=True)` is never used: in delta-rs 1.6 it also deletes deletion-vector
+        files that live data files still use, and every untracked file."""
+        uri = self.uri(namespace, name)
         removed: list[str] = []
+        dt = self.open(namespace, name)
+        fields = self._fields(dt)
+        live = self._live_files(dt, root)
+        self._hook("leftover_scan", uri)
+        sc = scan_table_folder(root, live, {column, fields.get(column, ("", column))[1]},
+                               list(values))
+        self._hook("before_leftover_delete", uri)
+        now, young = time.time(), 0
+        holders = sorted({rel for v in values for rel, kind in sc.residue(v).items()
+                          if kind in ("change data file", "data file")})
+        for rel in holders:
+            p = root / rel
+            try:
+                mtime = p.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if not (rel in names.removed or rel in names.cdc):
+                if now - mtime < logclean.ORPHAN_GRACE.total_seconds():
+                    young += 1
+                    continue
+            if rel in self._live_files(self.open(namespace, name), root):
+                continue       # committed by another writer meanwhile: live data
+            p.unlink()
+            removed.append(rel)
+        if young:
+            res.notes.append(
+                f"{young} file(s) holding a key were left: the log never named them as removed "
+                "or as change data and they are "
+                f"younger than the {logclean.ORPHAN_GRACE} grace period (possibly another "
+                "writer's uncommitted data); verification reports them, a later purge removes "
+                "them once they are older")
         log = root / "_delta_log"
-        for f in sorted(log.iterdir()):
-            if f.suffix == ".crc" and f.stem.isdigit() and not (log / f"{f.stem}.json").exists():
-                f.unlink()
-                removed.append(f"_delta_log/{f.name}")
-        sc = self.scan(namespace, name, column, values)
-        for v in values:
-            for rel, kind in sc.residue(v).items():
-                p = root / rel
-                if kind in ("change data file", "data file") and p.is_file():
-                    p.unlink()
-                    removed.append(rel)
         for dirpath, _, filenames in os.walk(root):
             for fn in filenames:
                 if fn.startswith(".") and fn.endswith(".crc") and dirpath != str(log):
@@ -403,29 +453,57 @@ class DeltaConnector:
 
     def purge(self, namespace: str, name: str, column: str, values: Sequence[Any],
               tag: str) -> PurgeResult:
-        """Remove every physical trace of `values` left after the logical delete."""
+        """Remove every physical trace of `values` left after the logical delete, without
+        changing any table setting (a crash at any point leaves the configuration as it was;
+        a new run repeats the steps, each of which is safe to repeat)."""
+        from deltalake import CommitProperties
+
         res = PurgeResult()
+        uri = self.uri(namespace, name)
         root = self.local_path(namespace, name)
+        fs = logclean.storage(str(root) if root else uri, self.settings.storage_options)
         # only deletion vectors leave erased rows inside live files; without them the
         # MERGE rewrote every file it touched, so this scan would find nothing
         has_dv = "deletionVectors" in (self.open(namespace, name).protocol().reader_features or [])
         res.dv_files_rewritten = (self._rewrite_soft_deleted(namespace, name, column, values, tag)
                                   if root and has_dv else 0)
-        log_before = set(os.listdir(root / "_delta_log")) if root else set()
+        # retention 0 needs no setting: enforce_retention_duration=False allows it
+        res.files_vacuumed = list(self.open(namespace, name).vacuum(
+            retention_hours=0, dry_run=False, enforce_retention_duration=False))
+        # an empty commit of ours (no file, no setting): the checkpoint is taken at it, so
+        # every commit holding a key (the erase MERGE logs its pruning predicate) is older
         dt = self.open(namespace, name)
-        original = self.retention(namespace, name)
-        res.files_vacuumed = list(dt.vacuum(retention_hours=0, dry_run=False,
-                                            enforce_retention_duration=False))
+        dt.create_write_transaction(
+            [], mode="append", schema=dt.schema(),
+            partition_by=dt.metadata().partition_columns or None,
+            commit_properties=CommitProperties(custom_metadata={"erasure.run": tag}))
         dt = self.open(namespace, name)
-        dt.alter.set_table_properties({"delta.logRetentionDuration": "interval 0 seconds",
-                                       "delta.deletedFileRetentionDuration": "interval 0 seconds"})
-        dt = self.open(namespace, name)
+        version = dt.version()
+        # which files the log names (removed, change data), read before any log file goes
+        names = logclean.read_names(fs, logclean.list_log(fs))
+        self._hook("before_checkpoint", uri)
         dt.create_checkpoint()
-        dt.cleanup_metadata()
-        self.open(namespace, name).alter.set_table_properties(original)
+        self._hook("after_checkpoint", uri)
+        logclean.drop_dead_tombstones(fs, version)
+        files = logclean.list_log(fs)
+        if not any(f.kind == "checkpoint" and f.version == version for f in files):
+            raise ErasureFailed(f"{namespace}:{name}: no checkpoint at version {version} after "
+                                "create_checkpoint(); the older log was left in place")
+        res.log_files_removed = logclean.delete_before(fs, version, files, names)
+        live = {unquote(p) for p in pa_column(self.open(namespace, name).get_add_actions(), "path")}
+        res.files_vacuumed += logclean.delete_dead_change_data(fs, version, names, live)
         if root:
-            res.log_files_removed = sorted(log_before - set(os.listdir(root / "_delta_log")))
-            res.files_vacuumed += self._remove_leftovers(root, namespace, name, column, values)
+            res.files_vacuumed += self._remove_leftovers(root, namespace, name, column, values,
+                                                         names, res)
             res.folders_removed = self._remove_empty_folders(root)
+        else:
+            res.notes.append("object store: rows hidden by deletion vectors and files no "
+                             "commit names were not looked for (the prefix is not listed)")
         res.version_after = self.open(namespace, name).version()
         return res
+
+
+def pa_column(batch, name: str) -> list:
+    import pyarrow as pa
+
+    return pa.table(batch).column(name).to_pylist()
