@@ -143,6 +143,35 @@ def test_crash_around_the_checkpoint_then_resume_keeps_the_configuration(tmp_pat
     assert physical_traces(path, {"id": 42}, ["user42@example.org"]) == []
 
 
+def test_runner_resumes_a_purge_that_crashed_before_the_checkpoint(lake):
+    """The whole run: the process dies inside the purge of the first table; the next run
+    finishes the request and every table keeps its configuration."""
+    from erasure.execution import Runner
+    from erasure.requests import load_state
+
+    from test_failures_and_resume import engine_with, submit_for
+
+    confs = {n: configuration(p) for n, p in lake.delta_tables.items()}
+
+    def die(uri, *_):
+        raise Crash("before_checkpoint")
+
+    rid = submit_for(lake, "42")
+    crashing = engine_with(lake, DeltaConnector, hooks={"before_checkpoint": die})
+    with pytest.raises(Crash):
+        Runner(crashing).run([rid])
+    assert load_state(crashing.ledger, rid).status == "running"
+    crashing.close()
+    assert {n: configuration(p) for n, p in lake.delta_tables.items()} == confs
+
+    eng = engine_with(lake, DeltaConnector)
+    [out] = Runner(eng).run([rid])
+    assert out.status == "completed", out.errors
+    assert {n: configuration(p) for n, p in lake.delta_tables.items()} == confs
+    assert files_holding(lake.root / "tables", [b"user42@example.com"],
+                         {"user_id": 42, "reviewer_id": 42, "entity_id": 42}) == []
+
+
 # ---- (B) other writers' files survive the purge -------------------------------------------
 
 def _concurrent_rows() -> pa.Table:
