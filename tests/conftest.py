@@ -105,43 +105,51 @@ def _flatten(obj, prefix=""):
         yield prefix, obj
 
 
+@dataclass
+class S3:
+    options: dict          # deltalake storage options for this server
+    client: object         # a boto3 S3 client
+    bucket: str            # an empty bucket of this test's own
+
+
 @pytest.fixture
 def s3_server(tmp_path):
-    """A real S3 API (moto's server) in its own process on 127.0.0.1, with a bucket `lake`.
-    Yields the deltalake storage options. Its own process, not a thread: delta-rs holds the
-    GIL while it reads, which would stall an in-process server."""
+    """A real S3 API (moto's server) in its own process on 127.0.0.1, with an empty bucket.
+    Its own process, not a thread: delta-rs holds the GIL while it reads, which stalls an
+    in-process ThreadedMotoServer. If it cannot start, the test fails; it is never skipped."""
     import socket
     import subprocess
     import sys
     import time
-    import urllib.request
+    import uuid
 
     import boto3
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    exe = Path(sys.executable).with_name("moto_server")
     log = open(tmp_path / "moto.log", "wb")
-    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=log,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H",
+                             "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{port}"
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test",
+                          aws_secret_access_key="test", region_name="us-east-1")
     try:
-        for _ in range(200):
+        deadline = time.monotonic() + 30
+        while True:
             try:
-                urllib.request.urlopen(endpoint + "/", timeout=1)
+                client.list_buckets()
                 break
-            except OSError:
-                assert proc.poll() is None, (tmp_path / "moto.log").read_text()
-                time.sleep(0.05)
-        else:
-            raise AssertionError("the moto S3 server did not start in 10 s")
-        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test",
-                     aws_secret_access_key="test", region_name="us-east-1").create_bucket(
-            Bucket="lake")
-        yield {"AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true",
-               "AWS_S3_ALLOW_UNSAFE_RENAME": "true", "AWS_ACCESS_KEY_ID": "test",
-               "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
+            except Exception:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail("the moto S3 server did not start: "
+                                + (tmp_path / "moto.log").read_text()[-2000:])
+                time.sleep(0.1)
+        bucket = f"lake-{uuid.uuid4().hex[:12]}"
+        client.create_bucket(Bucket=bucket)
+        yield S3({"AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true",
+                  "AWS_S3_ALLOW_UNSAFE_RENAME": "true", "AWS_ACCESS_KEY_ID": "test",
+                  "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}, client, bucket)
     finally:
         proc.terminate()
         proc.wait(10)

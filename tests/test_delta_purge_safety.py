@@ -17,11 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
-import uuid
 from pathlib import Path
 
 import pyarrow as pa
@@ -315,41 +311,8 @@ def test_a_one_megabyte_id_is_scanned_in_seconds(tmp_path):
 # ---- (E) object stores ---------------------------------------------------------------------
 
 @pytest.fixture
-def s3():
-    """A real S3 API: moto's server in its own process. (In-process, ThreadedMotoServer
-    deadlocks: delta-rs calls that hold the GIL wait on a server thread that needs it.)
-    If it cannot start, the test fails; it is never skipped."""
-    import boto3
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H",
-                               "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test",
-                              aws_secret_access_key="test", region_name="us-east-1")
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client.list_buckets()
-                break
-            except Exception:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    pytest.fail("the moto S3 server did not start")
-                time.sleep(0.2)
-        opts = {"AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true",
-                "AWS_S3_ALLOW_UNSAFE_RENAME": "true", "AWS_ACCESS_KEY_ID": "test",
-                "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
-        bucket = f"lake-{uuid.uuid4().hex[:12]}"
-        client.create_bucket(Bucket=bucket)
-        yield opts, client, bucket
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+def s3(s3_server):
+    return s3_server.options, s3_server.client, s3_server.bucket
 
 
 def _objects(client, bucket: str, prefix: str) -> dict[str, bytes]:

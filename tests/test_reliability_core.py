@@ -24,7 +24,7 @@ from erasure.config import load_config
 from erasure.engine import Engine
 from erasure.evidence import build_evidence
 from erasure.execution import Runner
-from erasure.requests import load_state, submit
+from erasure.requests import submit
 
 from conftest import read_table
 
@@ -140,16 +140,16 @@ def test_verify_on_a_request_without_a_plan_is_exit_4(lake, capsys):
 
 # ---- 5. object stores: what is not scanned is "not verified", with a non-zero exit ------
 def test_object_store_table_is_never_reported_verified(s3_server, tmp_path, capsys, monkeypatch):
-    s3 = s3_server
+    s3, bucket = s3_server.options, s3_server.bucket
     monkeypatch.delenv("ERASURE_SUBJECT_KEY", raising=False)
-    uri = "s3://lake/crm/contacts"
+    uri = f"s3://{bucket}/crm/contacts"
     data = pa.table({"uid": pa.array([1, 2, 42, 42, 7], pa.int64()),
                      "email": ["a@x.org", "b@x.org", "s@x.org", "s2@x.org", "c@x.org"]})
     write_deltalake(uri, data, storage_options=s3,
                     configuration={"delta.enableChangeDataFeed": "true"})
     opts = "\n".join(f'{k} = "{v}"' for k, v in s3.items())
     cfg = tmp_path / "erasure.toml"
-    cfg.write_text(f'[[roots]]\nnamespace = "s3://lake"\nname = "crm/contacts"\ncolumn = "uid"\n\n'
+    cfg.write_text(f'[[roots]]\nnamespace = "s3://{bucket}"\nname = "crm/contacts"\ncolumn = "uid"\n\n'
                    f'[delta]\nresidue = "purge"\n\n[delta.storage_options]\n{opts}\n')
     from conftest import Lake
 

@@ -363,15 +363,18 @@ class DeltaConnector:
             root = self.local_path(namespace, name)
             phys = self._fields(dt)[column][1]
             pf = pq.ParquetFile(root / unquote(dirty[0]))
+            # named by its file name only: the folders above it can be partition values
+            # holding the key itself
+            fname = Path(unquote(dirty[0])).name
             name_in_file = phys if phys in pf.schema_arrow.names else column
             if name_in_file not in pf.schema_arrow.names:
-                raise ErasureFailed(f"{namespace}:{name}: file {dirty[0]} holds soft-deleted "
+                raise ErasureFailed(f"{namespace}:{name}: file {fname} holds soft-deleted "
                                     "rows of the subject and cannot be rewritten by key")
             raw = [x for x in pf.read(columns=[name_in_file]).column(0).unique().to_pylist()
                    if x not in set(values)]
             live = [k for k, n in self.count_rows(dt, column, raw[:SQL_CHUNK]).items() if n]
             if not live:
-                raise ErasureFailed(f"{namespace}:{name}: file {dirty[0]} holds soft-deleted "
+                raise ErasureFailed(f"{namespace}:{name}: file {fname} holds soft-deleted "
                                     "rows of the subject and no live row to rewrite it by")
             typ = pa.schema(dt.schema().to_arrow()).field(column).type
             q = quote_ident(column)
