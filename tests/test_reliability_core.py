@@ -192,3 +192,18 @@ def test_object_store_table_is_never_reported_verified(s3_server, tmp_path, caps
     assert sorted(left.column("uid").to_pylist()) == [1, 2, 7]
     assert os.environ.get("ERASURE_SUBJECT_KEY") is None
     assert json.dumps(res).find("s@x.org") == -1
+
+
+# ---- the guard fails closed when the plan's table version was cleaned from the log ------
+def test_guard_tolerance_is_zero_when_the_plans_version_is_gone(tmp_path):
+    path = tmp_path / "t"
+    for i in range(3):
+        write_deltalake(path, pa.table({"k": pa.array([i, i + 10], pa.int64())}), mode="append")
+    DeltaTable(path).create_checkpoint()
+    for v in (0, 1):                        # what a purge's log cleanup leaves
+        (path / "_delta_log" / f"{v:020d}.json").unlink()
+    conn = DeltaConnector()
+    # before: the unreadable version 0 counted every row of the table as "written since"
+    # (the guard off); now nothing is tolerated
+    assert conn.rows_written_since("file", str(path), 0) == 0
+    assert conn.rows_written_since("file", str(path), 2) == 0
