@@ -659,3 +659,53 @@ def test_unsupported_online_store_is_reported_and_nothing_claims_success(feast, 
     code, res = erase(cfg, capsys, "2")
     assert code == 6 and res["status"] == "incomplete"
     assert pq.read_table(src).column("driver_id").to_pylist().count(2) == 0
+
+
+def test_locked_sqlite_online_store_is_an_error_not_an_empty_view(
+        feast, feast_template, tmp_path, capsys, monkeypatch):
+    """"database is locked" used to be swallowed as "the view was never materialized": the
+    plan counted 0 online keys and verification passed. A store that cannot be read is a
+    connector error (exit 5); only a view with no table at all holds nothing."""
+    import sqlite3
+
+    project_dir = tmp_path / "demo_repo"
+    shutil.copytree(feast_template, project_dir)
+    repo = project_dir / "feature_repo"
+    monkeypatch.chdir(repo)
+    monkeypatch.syspath_prepend(str(repo))
+    for mod in ("feature_definitions", "test_workflow"):
+        monkeypatch.delitem(sys.modules, mod, raising=False)
+    store = feast.FeatureStore(repo_path=str(repo))
+    feast.repo_operations.apply_total(store.config, repo, skip_source_validation=True)
+    for mod in ("feature_definitions", "test_workflow"):
+        sys.modules.pop(mod, None)
+    monkeypatch.chdir(tmp_path)
+    materialize(feast.FeatureStore(repo_path=str(repo)))
+    cfg = write_config(project_dir, [(Path("feature_repo/data/driver_stats.parquet"),
+                                      "driver_id")], Path("feature_repo"))
+    code, plan = cli(cfg, capsys, "plan", "--subject-id", "1001")
+    assert code == 0, plan
+    assert by_name(plan)["driver_hourly_stats"]["rows"] == 1     # online before the lock
+
+    from connectors.feast.keys import FeastRepo
+
+    fr = FeastRepo(repo)
+    view = fr.view("driver_hourly_stats")
+    keys = fr.entity_keys(view, "driver_id", [1001])
+    assert fr.online_present(view, keys)       # the driver is online
+    locker = sqlite3.connect(repo / "data" / "online_store.db")
+    locker.execute("BEGIN EXCLUSIVE")          # another process holds the store
+    try:
+        # each read or delete of the locked store is an error, never "nothing there"
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            fr.online_present(view, keys)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            fr.delete_online(view, [k for ks in keys.values() for k in ks])
+        code, plan = cli(cfg, capsys, "plan", "--subject-id", "1001")
+        assert code == 5, plan                 # not a plan that says 0 keys online
+        assert plan is None or all(t["connector"] != "feast" for t in plan.get("targets", []))
+    finally:
+        locker.rollback()
+        locker.close()
+    code, plan = cli(cfg, capsys, "plan", "--subject-id", "1001")
+    assert code == 0 and by_name(plan)["driver_hourly_stats"]["rows"] == 1

@@ -158,12 +158,29 @@ class FeastRepo:
 
         return sqlite3.connect(SqliteOnlineStore._get_db_path(self.store.config)), self.project
 
-    def _sqlite_table(self, v: FeatureViewInfo) -> str:
+    def _table_id(self, v: FeatureViewInfo) -> str:
         from feast.infra.online_stores.helpers import compute_table_id
 
-        tid = compute_table_id(self.project, v.fv,
-                               self.store.config.registry.enable_online_feature_view_versioning)
+        return compute_table_id(self.project, v.fv,
+                                self.store.config.registry.enable_online_feature_view_versioning)
+
+    def _sqlite_table(self, v: FeatureViewInfo) -> str:
+        tid = self._table_id(v)
         return '"' + tid.replace('"', '""') + '"'
+
+    def _sqlite_view(self, v: FeatureViewInfo) -> tuple[sqlite3.Connection, str | None]:
+        """A connection, and the view's quoted table name, or None when the view was never
+        materialized (no table: nothing of it is online). Every other SQLite error (the
+        database is locked, corrupt, unreadable) propagates: a store that cannot be read
+        is never taken for one that holds nothing."""
+        conn, _ = self._sqlite()
+        try:
+            found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                 (self._table_id(v),)).fetchone()
+        except BaseException:
+            conn.close()
+            raise
+        return conn, (self._sqlite_table(v) if found else None)
 
     @cached_property
     def _redis(self):
@@ -176,12 +193,10 @@ class FeastRepo:
 
     def _all_online_keys(self, v: FeatureViewInfo) -> list[bytes]:
         if self.online_type == "sqlite":
-            conn, _ = self._sqlite()
+            conn, table = self._sqlite_view(v)
             try:
-                return [r[0] for r in conn.execute(
-                    f"SELECT DISTINCT entity_key FROM {self._sqlite_table(v)}")]
-            except sqlite3.OperationalError:
-                return []
+                return [] if table is None else [r[0] for r in conn.execute(
+                    f"SELECT DISTINCT entity_key FROM {table}")]
             finally:
                 conn.close()
         from feast.infra.online_stores.helpers import _redis_key_prefix
@@ -196,15 +211,13 @@ class FeastRepo:
         if not flat or not v.online:
             return found
         if self.online_type == "sqlite":
-            conn, _ = self._sqlite()
+            conn, table = self._sqlite_view(v)
             try:
-                for i in range(0, len(flat), CHUNK):
+                for i in range(0, len(flat) if table else 0, CHUNK):
                     chunk = flat[i:i + CHUNK]
-                    q = (f"SELECT DISTINCT entity_key FROM {self._sqlite_table(v)} "
+                    q = (f"SELECT DISTINCT entity_key FROM {table} "
                          f"WHERE entity_key IN ({','.join('?' * len(chunk))})")
                     found.update(r[0] for r in conn.execute(q, chunk))
-            except sqlite3.OperationalError:   # the view was never materialized
-                pass
             finally:
                 conn.close()
             return found
@@ -220,8 +233,10 @@ class FeastRepo:
         if not keys:
             return 0
         if self.online_type == "sqlite":
-            conn, _ = self._sqlite()
+            conn, table = self._sqlite_view(v)
             try:
+                if table is None:          # never materialized: nothing online to delete
+                    return 0
                 conn.execute("PRAGMA secure_delete = ON")   # zero the freed pages
                 deleted = 0
                 with conn:
@@ -229,13 +244,10 @@ class FeastRepo:
                         chunk = keys[i:i + CHUNK]
                         marks = ",".join("?" * len(chunk))
                         deleted += conn.execute(
-                            f"SELECT count(DISTINCT entity_key) FROM {self._sqlite_table(v)} "
+                            f"SELECT count(DISTINCT entity_key) FROM {table} "
                             f"WHERE entity_key IN ({marks})", chunk).fetchone()[0]
-                        conn.execute(f"DELETE FROM {self._sqlite_table(v)} "
-                                     f"WHERE entity_key IN ({marks})", chunk)
+                        conn.execute(f"DELETE FROM {table} WHERE entity_key IN ({marks})", chunk)
                 return deleted
-            except sqlite3.OperationalError:
-                return 0
             finally:
                 conn.close()
         from feast.infra.online_stores.helpers import _mmh3
