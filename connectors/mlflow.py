@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
-from erasure.errors import UnknownDatasetError
+from erasure.errors import ErasureError, UnknownDatasetError
 
 from .base import Capabilities, EraseResult, PurgeResult, TargetCount
 
@@ -155,9 +155,11 @@ class MlflowConnector:
             src[len("models:/"):] if src.startswith("models:/m-") else None)
         if not model_id:
             return None
+        from mlflow.exceptions import MlflowException
+
         try:
             return self.client.get_logged_model(model_id).source_run_id
-        except Exception:
+        except MlflowException:   # the logged model was deleted: no run to follow
             return None
 
     @staticmethod
@@ -260,11 +262,15 @@ class MlflowConnector:
                 version = self._version_at(conn, ident, derived["run_start_ms"])
             if version is None:
                 return {v: None for v in values}
+            from deltalake.exceptions import DeltaError
+
             try:
                 dt = conn.open(ident[0], ident[1], version)
                 return {v: int(n > 0) for v, n in conn.count_rows(dt, column, values).items()}
-            except Exception:
-                return {v: None for v in values}   # vacuumed: that version cannot be read
+            except (ErasureError, DeltaError, OSError):
+                # vacuumed or cleaned from the log: that version cannot be read, so whether
+                # the model saw the subject is unknown (None), never "did not"
+                return {v: None for v in values}
         if conn.name == "feast":
             counted = conn.count(ident[0], ident[1], column, values)
             return {v: int(counted.rows.get(v, 0) > 0 or
@@ -278,9 +284,11 @@ class MlflowConnector:
     def _version_at(conn, ident: tuple[str, str], ms: int) -> int | None:
         """The Delta version current when a run started (MLflow drops version 0 from a
         logged DeltaDatasetSource, so an unversioned read is dated by the run)."""
+        from deltalake.exceptions import DeltaError
+
         try:
             hist = conn.open(*ident).history()
-        except Exception:
+        except (ErasureError, DeltaError):   # the table is gone: no version to date it by
             return None
         at = [h["version"] for h in hist if h.get("timestamp") is not None and h["timestamp"] <= ms]
         oldest = min((h["version"] for h in hist), default=None)
