@@ -83,9 +83,11 @@ class Runner:
                                                      [(states[rid].subject_hmac, raw[rid])])[0]))
                 except InputError as exc:
                     self._fail(rid, f"plan refused: {exc}")
-        for rid, plan in pairs:
-            self.ledger.append(rid, "plan.recorded", {"plan": plan.to_json(), "batch": self.batch})
-            states[rid] = load_state(self.ledger, rid)
+        with self.ledger.transaction():   # one durable commit (and head anchor) for the batch
+            for rid, plan in pairs:
+                self.ledger.append(rid, "plan.recorded",
+                                   {"plan": plan.to_json(), "batch": self.batch})
+                states[rid] = load_state(self.ledger, rid)
 
     def _fail(self, rid: str, error: str, retryable: bool = False) -> None:
         self.failed.setdefault(rid, []).append(error)
@@ -341,14 +343,15 @@ class Runner:
                     f"{t.name}: {t.connector} connector error: {type(exc).__name__}: "
                     + redact(str(exc), [m.value for m in members])[:500])
                 phase = "erase"
-                for m in members:
-                    st = self.states[m.request_id]
-                    open_steps = [ph for ph in PHASES
-                                  if (st.step(t.key, ph) or {}).get("state") == "started"]
-                    phase = open_steps[-1] if open_steps else phase
-                    self._record("step.failed", m, phase, error=msg,
-                                 retryable=isinstance(exc, RetryableError))
-                    self._fail(m.request_id, msg, retryable=isinstance(exc, RetryableError))
+                with self.ledger.transaction():
+                    for m in members:
+                        st = self.states[m.request_id]
+                        open_steps = [ph for ph in PHASES
+                                      if (st.step(t.key, ph) or {}).get("state") == "started"]
+                        phase = open_steps[-1] if open_steps else phase
+                        self._record("step.failed", m, phase, error=msg,
+                                     retryable=isinstance(exc, RetryableError))
+                        self._fail(m.request_id, msg, retryable=isinstance(exc, RetryableError))
                 log.error("%s", msg)
         with self.ledger.transaction():
             return [self._finish(rid, states[rid]) for rid in states]
