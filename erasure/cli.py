@@ -9,6 +9,8 @@ from typing import List, Optional
 
 import typer
 
+from .errors import ExitCode
+
 EXIT_CODES = "\n\n".join([
     "Exit codes:",
     "0 ok",
@@ -85,7 +87,7 @@ def lineage_ingest(files: List[Path] = typer.Argument(..., help="Event files (JS
             typer.echo(f"  warning {w}", err=True)
     _emit(rep.to_json(), as_json, human)
     if rep.files_refused or (rep.rejected and not lenient):
-        raise typer.Exit(4)
+        raise typer.Exit(ExitCode.BAD_INPUT)
 
 
 @lineage_app.command("show")
@@ -332,8 +334,9 @@ def run(request_ids: List[str] = typer.Argument(None, help="Request ids to execu
     _emit(out, as_json, _print_outcomes)
     failed = [o for o in outcomes if o.status == "failed"]
     if failed and all(o.retryable for o in failed):
-        raise typer.Exit(75)   # only lost commit races: run again later
-    raise typer.Exit({"failed": 5, "incomplete": 6}.get(overall, 0))
+        raise typer.Exit(ExitCode.TRY_AGAIN)   # only lost commit races: run again later
+    raise typer.Exit({"failed": ExitCode.FAILED, "incomplete": ExitCode.NEEDS_OPERATOR}
+                     .get(overall, ExitCode.OK))
 
 
 @app.command()
@@ -373,7 +376,8 @@ def verify(request_ids: List[str] = typer.Argument(None, help="Request ids (defa
                 typer.echo(f"  {n}")
         typer.echo(f"Overall: {o['status']}")
     _emit(out, as_json, human)
-    raise typer.Exit({"violated": 5, "not_verified": 6}.get(overall, 0))
+    raise typer.Exit({"violated": ExitCode.FAILED, "not_verified": ExitCode.NEEDS_OPERATOR}
+                     .get(overall, ExitCode.OK))
 
 
 @app.command()
@@ -566,7 +570,7 @@ def verify_report_cmd(path: Path = typer.Argument(...),
         typer.echo("report verifies" if o["ok"] else "report does NOT verify")
     _emit(rep.to_json(), as_json, human)
     if not rep.ok:
-        raise typer.Exit(5)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 @ledger_app.command("verify")
@@ -595,7 +599,7 @@ def ledger_verify(as_json: bool = typer.Option(False, "--json")):
         f"ledger OK: {o['entries']} entries, head {o['head']['hash'][:16]}…" if o["ok"]
         else f"ledger BROKEN: {o['problem']}"))
     if not ok:
-        raise typer.Exit(5)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 def run_cli(argv: list[str] | None = None) -> int:
@@ -617,13 +621,13 @@ def run_cli(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except typer.Abort:
         typer.echo("aborted", err=True)
-        return 1
+        return ExitCode.INTERNAL
     except Exception as exc:   # usage errors (typer's click) and the unexpected
         if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             return exc.exit_code
         typer.echo(f"internal error: {type(exc).__name__}: {exc}", err=True)
-        return 1
+        return ExitCode.INTERNAL
     finally:
         eng = _state.pop("engine", None)
         if eng is not None:

@@ -26,17 +26,33 @@ Messages never contain a subject identifier; they name a subject by its HMAC pre
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Every exit code of the CLI, in one place (docs/cli.md has the table)."""
+
+    OK = 0
+    INTERNAL = 1
+    USAGE = 2
+    CONFIG = 3
+    BAD_INPUT = 4
+    FAILED = 5
+    NEEDS_OPERATOR = 6     # unresolved datasets or parts not verified
+    FOUND_AGAIN = 7        # a sweep found a subject back
+    TRY_AGAIN = 75         # EX_TEMPFAIL
+
 
 class ErasureError(Exception):
-    exit_code = 1
+    exit_code = ExitCode.INTERNAL
 
 
 class ConfigError(ErasureError):
-    exit_code = 3
+    exit_code = ExitCode.CONFIG
 
 
 class InputError(ErasureError):
-    exit_code = 4
+    exit_code = ExitCode.BAD_INPUT
 
 
 class MalformedEventError(InputError):
@@ -56,7 +72,7 @@ class UnknownRequestError(InputError):
 
 
 class ErasureFailed(ErasureError):
-    exit_code = 5
+    exit_code = ExitCode.FAILED
 
 
 class GuardTripped(ErasureFailed):
@@ -72,12 +88,9 @@ class ConnectorError(ErasureFailed):
 
 
 class RetryableError(ErasureError):
-    exit_code = 75
+    exit_code = ExitCode.TRY_AGAIN
 
 
 class ConflictRetriesExhausted(RetryableError):
     pass
 
-
-EXIT_OK = 0
-EXIT_UNRESOLVED = 6

@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from .errors import ExitCode
 from .planning import plan_erasures
 from .requests import load_state, submit
 from .subject import short
 
-EXIT_FINDINGS = 7
-EXIT_NOT_VERIFIED = 6
+EXIT_FINDINGS = ExitCode.FOUND_AGAIN
+EXIT_NOT_VERIFIED = ExitCode.NEEDS_OPERATOR
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 HEAVY = ("feast", "mlflow", "reportlab", "pyarrow", "deltalake", "networkx", "openlineage")
 
@@ -120,3 +121,18 @@ def test_ledger_verify_names_the_edited_entry(lake, capsys):
     db.close()
     code, out = lake.cli("ledger", "verify", "--json", capsys=capsys)
     assert code == 5 and json.loads(out)["problem"] == "entry 1 does not match its hash"
+
+
+def test_every_exit_code_is_in_help_and_docs():
+    """One enum of exit codes; `--help` and docs/cli.md list each of them."""
+    import re
+
+    from erasure.cli import EXIT_CODES
+    from erasure.errors import ExitCode
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
+    documented = {int(m) for m in re.findall(r"^\| (\d+) \|", docs, re.M)}
+    in_help = {int(m) for m in re.findall(r"^(\d+) ", EXIT_CODES, re.M)}
+    codes = {int(c) for c in ExitCode}
+    assert documented == codes, documented ^ codes
+    assert in_help == codes, in_help ^ codes
