@@ -96,6 +96,26 @@ def erase(cfg: Path, capsys, subject: str) -> tuple[int, dict]:
     return cli(cfg, capsys, "run", sub["request_id"])
 
 
+def applied_template(feast, feast_template: Path, tmp_path: Path, monkeypatch
+                     ) -> tuple[Path, Path]:
+    """A copy of the `feast init` repo, applied and materialized: (project dir, repo)."""
+    project_dir = tmp_path / "demo_repo"
+    shutil.copytree(feast_template, project_dir)
+    repo = project_dir / "feature_repo"
+    # `feast apply`, in-process, the way the CLI does it (run from the repo folder)
+    monkeypatch.chdir(repo)
+    monkeypatch.syspath_prepend(str(repo))
+    for mod in ("feature_definitions", "test_workflow"):
+        monkeypatch.delitem(sys.modules, mod, raising=False)
+    store = feast.FeatureStore(repo_path=str(repo))
+    feast.repo_operations.apply_total(store.config, repo, skip_source_validation=True)
+    for mod in ("feature_definitions", "test_workflow"):
+        sys.modules.pop(mod, None)
+    monkeypatch.chdir(tmp_path)
+    materialize(feast.FeatureStore(repo_path=str(repo)))
+    return project_dir, repo
+
+
 def write_repo(repo: Path, project: str, online: str = "sqlite") -> Path:
     repo.mkdir(parents=True, exist_ok=True)
     store = ({"type": "sqlite", "path": "data/online_store.db"} if online == "sqlite"
@@ -199,21 +219,8 @@ def test_feast_init_template_driver_is_erased_online_and_offline_and_stays_erase
     """A team runs `feast init`, applies and materializes it, then driver 1001 asks to be
     forgotten: the Parquet source loses the driver's rows, both feature views stop serving
     the driver, nobody else changes, and a full re-materialize does not bring 1001 back."""
-    project_dir = tmp_path / "demo_repo"
-    shutil.copytree(feast_template, project_dir)
-    repo = project_dir / "feature_repo"
-    # `feast apply`, in-process, the way the CLI does it (run from the repo folder)
-    monkeypatch.chdir(repo)
-    monkeypatch.syspath_prepend(str(repo))
-    for mod in ("feature_definitions", "test_workflow"):
-        monkeypatch.delitem(sys.modules, mod, raising=False)
+    project_dir, repo = applied_template(feast, feast_template, tmp_path, monkeypatch)
     store = feast.FeatureStore(repo_path=str(repo))
-    feast.repo_operations.apply_total(store.config, repo, skip_source_validation=True)
-    for mod in ("feature_definitions", "test_workflow"):
-        sys.modules.pop(mod, None)
-    monkeypatch.chdir(tmp_path)
-    store = feast.FeatureStore(repo_path=str(repo))
-    materialize(store)
 
     parquet = repo / "data" / "driver_stats.parquet"
     offline_before = pd.read_parquet(parquet)
@@ -668,19 +675,7 @@ def test_locked_sqlite_online_store_is_an_error_not_an_empty_view(
     connector error (exit 5); only a view with no table at all holds nothing."""
     import sqlite3
 
-    project_dir = tmp_path / "demo_repo"
-    shutil.copytree(feast_template, project_dir)
-    repo = project_dir / "feature_repo"
-    monkeypatch.chdir(repo)
-    monkeypatch.syspath_prepend(str(repo))
-    for mod in ("feature_definitions", "test_workflow"):
-        monkeypatch.delitem(sys.modules, mod, raising=False)
-    store = feast.FeatureStore(repo_path=str(repo))
-    feast.repo_operations.apply_total(store.config, repo, skip_source_validation=True)
-    for mod in ("feature_definitions", "test_workflow"):
-        sys.modules.pop(mod, None)
-    monkeypatch.chdir(tmp_path)
-    materialize(feast.FeatureStore(repo_path=str(repo)))
+    project_dir, repo = applied_template(feast, feast_template, tmp_path, monkeypatch)
     cfg = write_config(project_dir, [(Path("feature_repo/data/driver_stats.parquet"),
                                       "driver_id")], Path("feature_repo"))
     code, plan = cli(cfg, capsys, "plan", "--subject-id", "1001")
