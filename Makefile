@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[all,test,demo]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,7 +29,7 @@ test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/pip install --quiet -e '.[all,test,demo,bench]'
 	$(BIN)/python bench/bench_delta_erasure.py
 	$(BIN)/python bench/bench_feast_online.py
 	$(BIN)/python bench/bench_mlflow_impact.py

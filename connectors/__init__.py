@@ -12,8 +12,19 @@ __all__ = ["Connector", "ConnectorRegistry", "default_registry"]
 
 
 def default_registry(config) -> ConnectorRegistry:
+    """The connectors the config asks for. Feast and MLflow are extras: one that is configured
+    but not installed is a ConfigError (exit 3) naming the pip command (connectors/extras.py)."""
+    from . import extras
     from .delta import DeltaConnector
     from .parquet import ParquetConnector
+
+    if config.feast_repos:
+        extras.require(extras.FEAST)
+    if config.mlflow is not None:
+        extras.require(extras.MLFLOW)
+        uris = (config.mlflow.tracking_uri, config.mlflow.registry_uri or "")
+        if any(u.startswith(("postgresql:", "postgresql+psycopg2:", "postgres:")) for u in uris):
+            extras.require(extras.MLFLOW_POSTGRES)
 
     connectors = [DeltaConnector(config.delta), ParquetConnector()]
     if config.feast_repos:
