@@ -6,9 +6,27 @@ libraries are imported inside the connector's methods, never at package import.
 
 from __future__ import annotations
 
+from typing import Any, Callable, Optional
+
 from .base import Connector, ConnectorRegistry
 
-__all__ = ["Connector", "ConnectorRegistry", "default_registry"]
+__all__ = ["Connector", "ConnectorRegistry", "config_sections", "default_registry"]
+
+
+def config_sections() -> dict[str, tuple[Any, Callable[[], Any]]]:
+    """Each connector's section of erasure.toml: its name, the type of its value (the
+    connector's own pydantic model, from its own module) and a factory for its default.
+    erasure/config.py composes the file's model from its core sections and these. The models
+    import pydantic but no connector library: this runs when a config is loaded."""
+    from .delta.config import DeltaSettings
+    from .feast.config import FeastRepoEntry
+    from .mlflow_config import MlflowConfig
+
+    return {
+        "delta": (DeltaSettings, DeltaSettings),          # [delta], [delta.storage_options]
+        "feast": (list[FeastRepoEntry], list),             # [[feast]]
+        "mlflow": (Optional[MlflowConfig], lambda: None),  # [mlflow]
+    }
 
 
 def default_registry(config) -> ConnectorRegistry:

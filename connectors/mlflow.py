@@ -436,8 +436,10 @@ class MlflowConnector:
 
 
 def settings_from(mlflow, base_dir=None) -> MlflowSettings | None:
-    """The typed `[mlflow]` of the config (erasure.config.MlflowConfig, checked when the
-    config was loaded), or None; a relative sqlite path resolves against the config's folder."""
+    """The connection settings from the typed `[mlflow]` section (the pydantic model
+    `connectors.mlflow_config.MlflowConfig`, checked when the config was loaded: unknown keys
+    and empty strings are refused there), or None when the section is absent. A relative
+    sqlite path resolves against the config's folder."""
     if mlflow is None:
         return None
 

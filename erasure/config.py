@@ -3,28 +3,185 @@
 Precedence, written down once: command-line `--config` > env `ERASURE_CONFIG` > `./erasure.toml`.
 Relative paths inside the file resolve against the folder that holds the file.
 
-The file is checked strictly against SCHEMA before anything else happens: an unknown key or
-table (at any level), a value of the wrong type, an empty string and a lineage events pattern
-that matches no file are each a ConfigError (exit 3) naming the key. A typo must not run with
-a default the operator did not choose (`residu = "keep-history"` would purge).
+The file is described by pydantic models (v2), checked before anything else happens. The core
+sections ([ledger], [keys], [lineage], [[roots]], [[datasets]], [signing]) are modelled here;
+each connector owns its own section's model in its own module ([delta] in
+connectors/delta/config.py, [[feast]] in connectors/feast/config.py, [mlflow] in
+connectors/mlflow_config.py), listed by `connectors.config_sections()`; the file's model is
+composed from both when a config is first loaded. Every model forbids unknown keys and is
+strict (true is not 1, "false" is not a boolean, 1 is not a string). An unknown key or table
+(at any level), a value of the wrong type, an empty string and a lineage events pattern that
+matches no file are each a ConfigError (exit 3) naming the file and the key path, translated
+from pydantic's errors in one place (`_message`). A typo must not run with a default the
+operator did not choose (`residu = "keep-history"` would purge).
+
+This module is imported only by commands that load a config: `erasure --help` never imports
+it, nor pydantic.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import glob
 import os
 import tomllib
-from dataclasses import dataclass, field
+import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import annotated_types
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
+                      StringConstraints, ValidationError, ValidationInfo, create_model,
+                      model_validator)
+from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:                       # the connectors' models, loaded with the config
+    from connectors.delta.config import DeltaSettings
+    from connectors.mlflow_config import MlflowConfig
 
 DEFAULT_CONFIG = "erasure.toml"
 RESIDUE_MODES = ("purge", "keep-history")
 
 
+# ---- the vocabulary every section's model uses -------------------------------------------
+@dataclass(frozen=True)
+class Must:
+    """What a value must be, for the message: completes "<key> must be ..."."""
+    what: str
+
+
+# unknown keys forbidden; strict: a bool is not an int, an int is not a string
+SECTION = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+Text = Annotated[str, StringConstraints(min_length=1), Must("a non-empty string")]
+PathText = Text                          # a path, resolved against the config file's folder
+Reason = Annotated[str, StringConstraints(min_length=1), Must("a non-empty string (a reason)")]
+Flag = Annotated[bool, Must("true or false")]
+Count = Annotated[int, annotated_types.Ge(0), Must("a non-negative integer")]
+
+
+def one_of(*choices: str) -> Any:
+    return Annotated[Literal[choices], Must("one of " + ", ".join(f'"{c}"' for c in choices))]
+
+
+Residue = one_of(*RESIDUE_MODES)
+
+
+def refuse(text: str) -> PydanticCustomError:
+    """A check of our own: `text` follows the key path in the message (a leading ':' is
+    kept as is, anything else after a space)."""
+    return PydanticCustomError("erasure_config", "{text}", {"text": text})
+
+
+def base_dir(info: ValidationInfo) -> Path:
+    """The config file's folder, passed as validation context by load_config."""
+    ctx = info.context or {}
+    return Path(ctx.get("base_dir") or Path.cwd())
+
+
+def resolve_path(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base / p)
+
+
+# ---- the core sections -----------------------------------------------------------------
+def _matches_a_file(pattern: str) -> bool:
+    return any(os.path.isfile(m) for m in glob.iglob(pattern, recursive=True))
+
+
+def _events_pattern_matches(g: str, info: ValidationInfo) -> str:
+    resolved = str(resolve_path(base_dir(info), g))
+    if not _matches_a_file(resolved):
+        also = f" ({resolved})" if resolved != g else ""
+        raise refuse(f"'{g}' matches no file{also}")
+    return g
+
+
+def _one_is_a_list(v: Any) -> Any:
+    return [v] if isinstance(v, str) and v else v
+
+
+EventPattern = Annotated[str, StringConstraints(min_length=1), Must("a non-empty string"),
+                         AfterValidator(_events_pattern_matches)]
+
+
+class LedgerSection(BaseModel):
+    model_config = SECTION
+    path: PathText = ".erasure/ledger.db"
+
+
+class KeysSection(BaseModel):
+    model_config = SECTION
+    path: PathText = ".erasure/keys/subject.key"
+
+
+class LineageSection(BaseModel):
+    model_config = SECTION
+    events: Annotated[list[EventPattern], BeforeValidator(_one_is_a_list),
+                      Must("a non-empty string or a list of them")] = Field(default_factory=list)
+    store: PathText = ".erasure/lineage.db"
+    lenient: Flag = False
+
+
+class RootEntry(BaseModel):
+    model_config = SECTION
+    namespace: Text
+    name: Text
+    column: Text
+
+
+class DatasetEntry(BaseModel):
+    model_config = SECTION
+    namespace: Text
+    name: Text
+    column: Text | None = None
+    exclude: Reason | None = None
+
+    @model_validator(mode="after")
+    def _column_or_exclude(self) -> "DatasetEntry":
+        if (self.column is None) == (self.exclude is None):
+            raise refuse(": give exactly one of 'column' or 'exclude' (a reason)")
+        return self
+
+
+class SigningSection(BaseModel):
+    model_config = SECTION
+    dir: PathText = ".erasure/signing"
+
+
+class CoreFile(BaseModel):
+    """The core sections; `file_model()` adds each connector's."""
+    model_config = SECTION
+    ledger: LedgerSection = LedgerSection()
+    keys: KeysSection = KeysSection()
+    lineage: LineageSection = LineageSection()
+    roots: list[RootEntry] = Field(default_factory=list)
+    datasets: list[DatasetEntry] = Field(default_factory=list)
+    signing: SigningSection = SigningSection()
+
+    @model_validator(mode="after")
+    def _a_root(self) -> "CoreFile":
+        if not self.roots:
+            raise refuse("at least one [[roots]] entry (namespace, name, column) is required: "
+                         "it says where subject identifiers originate")
+        return self
+
+
+@functools.cache
+def file_model() -> type[BaseModel]:
+    """The whole file: the core sections plus each connector's own (connectors/__init__.py)."""
+    from connectors import config_sections
+
+    fields = {name: (annotation, Field(default_factory=factory))
+              for name, (annotation, factory) in config_sections().items()}
+    return create_model("ErasureFile", __base__=CoreFile, **fields)
+
+
+# ---- the typed config the engine uses --------------------------------------------------
 @dataclass(frozen=True)
 class Root:
     namespace: str
@@ -42,19 +199,15 @@ class DatasetOverride:
     exclude: str | None = None
 
 
-@dataclass(frozen=True)
-class DeltaSettings:
-    residue: str = "purge"
-    max_conflict_retries: int = 5
-    storage_options: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class MlflowConfig:
-    """`[mlflow]` as written (a relative sqlite path is resolved by the connector)."""
-
-    tracking_uri: str
-    registry_uri: str | None = None
+def __getattr__(name: str) -> Any:
+    # the connectors' section models, under the names the engine has always used
+    if name == "DeltaSettings":
+        from connectors.delta.config import DeltaSettings
+        return DeltaSettings
+    if name == "MlflowConfig":
+        from connectors.mlflow_config import MlflowConfig
+        return MlflowConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -80,64 +233,100 @@ class Config:
         return None
 
 
-# ---- the schema: every key the file may hold, and what its value must be ----------------
-@dataclass(frozen=True)
-class Value:
-    what: str                              # completes "<key> must be ..."
-    ok: Callable[[Any], bool]
+# ---- pydantic's errors, said as the operator wrote the file ------------------------------
+@dataclass
+class _Spot:
+    """Where a loc points in the file: its label ("[[datasets]] #2 exclude"), what kind of
+    thing the model expects there, and what the value must be."""
+    label: str = ""
+    kind: str = "table"                 # table, many, item, map, list, value
+    dotted: str = ""                    # delta.storage_options
+    header: str = ""                    # the table that holds it: [delta], [[roots]] #1
+    model: Any = None                   # the model of a table or an item
+    inner: Any = None                   # the value type of a map or a list
+    must: str = ""
+    parent: "_Spot | None" = None
 
 
-@dataclass(frozen=True)
-class ListOf:
-    """A list of values; one bare value counts as a list of one."""
-    item: Value
+def _strip(annotation: Any) -> tuple[Any, list[Any]]:
+    """The type under Annotated and Optional, and the Annotated metadata."""
+    meta: list[Any] = []
+    while True:
+        if typing.get_origin(annotation) is Annotated:
+            annotation, *more = typing.get_args(annotation)
+            meta += more
+            continue
+        args = typing.get_args(annotation)
+        if type(None) in args and len(args) == 2:
+            annotation = next(a for a in args if a is not type(None))
+            continue
+        return annotation, meta
 
 
-@dataclass(frozen=True)
-class Table:
-    keys: Mapping[str, "Value | ListOf | Table"] = field(default_factory=dict)
-    required: tuple[str, ...] = ()
-    many: bool = False                     # an array of tables, [[name]]
-    values: Value | None = None            # free-form keys (storage options), each value checked
+def _is_model(t: Any) -> bool:
+    return isinstance(t, type) and issubclass(t, BaseModel)
 
 
-TEXT = Value("a non-empty string", lambda v: isinstance(v, str) and v != "")
-PATH = TEXT
-BOOL = Value("true or false", lambda v: isinstance(v, bool))
-COUNT = Value("a non-negative integer",   # bool is an int subclass: true is not a count
-              lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+def _must(meta: list[Any]) -> str:
+    return next((m.what for m in meta if isinstance(m, Must)), "valid")
 
 
-def one_of(*choices: str) -> Value:
-    return Value("one of " + ", ".join(f'"{c}"' for c in choices),
-                 lambda v: isinstance(v, str) and v in choices)
+def _kind_of(annotation: Any, meta: list[Any]) -> tuple[str, Any, Any, str]:
+    """(kind, model, inner, must) of a field's annotation."""
+    if _is_model(annotation):
+        return "table", annotation, None, ""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is list:
+        item = _strip(args[0])[0]
+        if _is_model(item):
+            return "many", item, None, ""
+        return "list", None, args[0], _must(meta)
+    if origin is dict:
+        return "map", None, args[1], ""
+    return "value", None, None, _must(meta)
 
 
-SCHEMA = Table({
-    "ledger": Table({"path": PATH}),
-    "keys": Table({"path": PATH}),
-    "lineage": Table({"events": ListOf(TEXT), "store": PATH, "lenient": BOOL}),
-    "roots": Table({"namespace": TEXT, "name": TEXT, "column": TEXT},
-                   required=("namespace", "name", "column"), many=True),
-    "datasets": Table({"namespace": TEXT, "name": TEXT, "column": TEXT,
-                       "exclude": Value("a non-empty string (a reason)", TEXT.ok)},
-                      required=("namespace", "name"), many=True),
-    "delta": Table({"residue": one_of(*RESIDUE_MODES), "max_conflict_retries": COUNT,
-                    "storage_options": Table(values=TEXT)}),
-    "feast": Table({"repo": PATH}, required=("repo",), many=True),
-    "mlflow": Table({"tracking_uri": TEXT, "registry_uri": TEXT}, required=("tracking_uri",)),
-    "signing": Table({"dir": PATH}),
-})
+def _spot(model: type[BaseModel], loc: tuple[Any, ...]) -> _Spot:
+    here = _Spot(model=model)
+    for step in loc:
+        parent = here
+        if here.kind in ("table", "item") and isinstance(step, str):
+            field = here.model.model_fields.get(step)
+            dotted = f"{here.dotted}.{step}" if here.dotted else step
+            label = f"{here.header} {step}" if here.header else step
+            if field is None:
+                return _Spot(label, "unknown", dotted, here.header, parent=parent)
+            annotation, meta = _strip(field.annotation)
+            kind, sub, inner, must = _kind_of(annotation, list(field.metadata) + meta)
+            here = _Spot(label, kind, dotted, here.header, sub, inner, must, parent)
+        elif here.kind == "many" and isinstance(step, int):
+            header = f"[[{here.dotted}]] #{step + 1}"
+            here = _Spot(header, "item", here.dotted, header, here.model, parent=parent)
+        elif here.kind == "map" and isinstance(step, str):
+            annotation, meta = _strip(here.inner)
+            header = f"[{here.dotted}]"
+            here = _Spot(f"{header} {step}", "value", f"{here.dotted}.{step}", header,
+                         must=_must(meta), parent=parent)
+        elif here.kind == "list" and isinstance(step, int):
+            annotation, meta = _strip(here.inner)
+            here = _Spot(f"{here.label}[{step}]", "value", here.dotted, here.header,
+                         must=_must(meta), parent=parent)
+        else:                           # a loc step the models do not explain: say where we are
+            break
+        if here.kind == "table":
+            here.header = f"[{here.dotted}]"
+    return here
 
 
-def _header(name: str, spec) -> str:
-    if isinstance(spec, Table):
-        return f"[[{name}]]" if spec.many else f"[{name}]"
-    return f"'{name}'"
+def _header(name: str, field_annotation: Any) -> str:
+    kind = _kind_of(*_strip(field_annotation))[0]
+    return {"table": f"[{name}]", "many": f"[[{name}]]"}.get(kind, f"'{name}'")
 
 
-def _unknown(where: str, key: str, value: Any, allowed: Mapping[str, Any]) -> str:
-    close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
+def _unknown(spot: _Spot, key: str, value: Any) -> str:
+    fields = spot.parent.model.model_fields if spot.parent and spot.parent.model else {}
+    close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
+    where = spot.header
     if not where:   # top level: say it as the operator wrote it
         if isinstance(value, dict):
             text = f"unknown table [{key}]"
@@ -145,56 +334,65 @@ def _unknown(where: str, key: str, value: Any, allowed: Mapping[str, Any]) -> st
             text = f"unknown table [[{key}]]"
         else:
             text = f"unknown key '{key}'"
-        hint = close and _header(close[0], allowed[close[0]])
+        hint = close and _header(close[0], fields[close[0]].annotation)
+        known = ", ".join(_header(k, f.annotation) for k, f in fields.items())
     else:
         text = f"{where} unknown key '{key}'"
         hint = close and f"'{close[0]}'"
-    known = ", ".join(_header(k, s) if not where else k for k, s in allowed.items())
+        known = ", ".join(fields)
     return f"{text} (did you mean {hint}?)" if hint else f"{text} (known: {known})"
 
 
-def validate(raw: dict, spec: Table = SCHEMA, where: str = "", dotted: str = "") -> None:
-    """Check `raw` against `spec`; raise ConfigError naming the first offending key path."""
-    if spec.values is not None:
-        for key, value in raw.items():
-            if not spec.values.ok(value):
-                raise ConfigError(f"{where} {key} must be {spec.values.what}")
-        return
-    for key, value in raw.items():
-        if key not in spec.keys:
-            raise ConfigError(_unknown(where, key, value, spec.keys))
-        sub = spec.keys[key]
-        path = f"{dotted}.{key}" if dotted else key
-        label = f"{where} {key}" if where else key
-        if isinstance(sub, Table) and sub.many:
-            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-                raise ConfigError(f"{label} must be an array of tables ([[{path}]] entries)")
-            for i, item in enumerate(value):
-                here = f"[[{path}]] #{i + 1}"
-                validate(item, sub, here, path)
-                for req in sub.required:
-                    if req not in item:
-                        raise ConfigError(f"{here} needs '{req}' ({_what(sub.keys[req])})")
-        elif isinstance(sub, Table):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{label} must be a table ([{path}])")
-            validate(value, sub, f"[{path}]", path)
-            for req in sub.required:
-                if req not in value:
-                    raise ConfigError(f"[{path}] needs '{req}' ({_what(sub.keys[req])})")
-        elif isinstance(sub, ListOf):
-            items = [value] if not isinstance(value, list) else value
-            if not isinstance(value, list) and not sub.item.ok(value):
-                raise ConfigError(f"{label} must be {sub.item.what} or a list of them")
-            for i, item in enumerate(items):
-                if not sub.item.ok(item):
-                    raise ConfigError(f"{label}[{i}] must be {sub.item.what}")
-        elif not sub.ok(value):
-            raise ConfigError(f"{label} must be {sub.what}")
+def _message(model: type[BaseModel], error: Any) -> str:
+    """One pydantic error as the operator reads it: the key path as written in the file."""
+    loc, kind = tuple(error["loc"]), error["type"]
+    spot = _spot(model, loc)
+    if kind == "erasure_config":
+        text = error["ctx"]["text"]
+        if not spot.label:
+            return text
+        return spot.label + (text if text.startswith(":") else " " + text)
+    if kind == "extra_forbidden" or spot.kind == "unknown":
+        return _unknown(spot, str(loc[-1]), error.get("input"))
+    if kind == "missing":
+        where = spot.header or "the file"
+        what = spot.must or ("a table" if spot.kind in ("table", "many") else "a value")
+        return f"{where} needs '{loc[-1]}' ({what})"
+    if spot.kind == "item":                      # [[x]] entry that is not a table
+        spot = spot.parent or spot
+    if spot.kind == "many":
+        return f"{spot.label} must be an array of tables ([[{spot.dotted}]] entries)"
+    if spot.kind in ("table", "map"):
+        return f"{spot.label} must be a table ([{spot.dotted}])"
+    return f"{spot.label} must be {spot.must or 'valid: ' + error['msg']}"
 
 
-def _what(spec) -> str:
-    return spec.what if isinstance(spec, Value) else "a table"
+def _position(raw: Any, loc: tuple[Any, ...]) -> tuple[float, ...]:
+    """Where a loc is in the file, to report the first problem first (as the file reads)."""
+    out: list[float] = []
+    node = raw
+    for step in loc:
+        if isinstance(node, dict) and step in node:
+            out.append(list(node).index(step))
+            node = node[step]
+        elif isinstance(node, list) and isinstance(step, int) and step < len(node):
+            out.append(step)
+            node = node[step]
+        else:
+            out.append(float("inf"))
+            break
+    return tuple(out) + (float("inf"),) if not loc else tuple(out)
+
+
+def check(raw: dict, base: Path | None = None) -> BaseModel:
+    """Validate the parsed file against the models; raise ConfigError naming the first
+    offending key path (in the file's order)."""
+    model = file_model()
+    try:
+        return model.model_validate(raw, context={"base_dir": base})
+    except ValidationError as exc:
+        errors = sorted(exc.errors(), key=lambda e: _position(raw, tuple(e["loc"])))
+        raise ConfigError(_message(model, errors[0])) from None
 
 
 # ---- loading ------------------------------------------------------------------------
@@ -205,20 +403,11 @@ def resolve_config_path(cli_value: str | None) -> Path:
     return Path(env) if env else Path(DEFAULT_CONFIG)
 
 
-def _resolve(base: Path, value: str) -> Path:
-    p = Path(value).expanduser()
-    return p if p.is_absolute() else (base / p)
-
-
 def dataset_name_for(namespace: str, name: str, base: Path) -> str:
     """Local file datasets are named by absolute path; relative names in the config resolve to it."""
     if namespace == "file" and not name.startswith("/"):
         return str((base / name).resolve())
     return name
-
-
-def _matches_a_file(pattern: str) -> bool:
-    return any(os.path.isfile(m) for m in glob.iglob(pattern, recursive=True))
 
 
 def load_config(path: Path) -> Config:
@@ -239,57 +428,18 @@ def load_config(path: Path) -> Config:
 
 
 def _build(raw: dict, path: Path, base: Path) -> Config:
-    validate(raw)
-    ledger, keys, lineage = raw.get("ledger", {}), raw.get("keys", {}), raw.get("lineage", {})
-
-    events = lineage.get("events", [])
-    events = [events] if isinstance(events, str) else events
-    globs = []
-    for i, g in enumerate(events):
-        resolved = str(_resolve(base, g))
-        if not _matches_a_file(resolved):
-            also = f" ({resolved})" if resolved != g else ""
-            raise ConfigError(f"[lineage] events[{i}] '{g}' matches no file{also}")
-        globs.append(resolved)
-
-    roots_raw = raw.get("roots", [])
-    if not roots_raw:
-        raise ConfigError(
-            "at least one [[roots]] entry (namespace, name, column) is required: "
-            "it says where subject identifiers originate")
-    roots = tuple(Root(r["namespace"], dataset_name_for(r["namespace"], r["name"], base),
-                       r["column"]) for r in roots_raw)
-
-    overrides = []
-    for i, d in enumerate(raw.get("datasets", [])):
-        if ("column" in d) == ("exclude" in d):
-            raise ConfigError(f"[[datasets]] #{i + 1}: give exactly one of 'column' or "
-                              "'exclude' (a reason)")
-        overrides.append(DatasetOverride(d["namespace"],
-                                         dataset_name_for(d["namespace"], d["name"], base),
-                                         d.get("column"), d.get("exclude")))
-
-    delta_raw = raw.get("delta", {})
-    delta = DeltaSettings(delta_raw.get("residue", "purge"),
-                          delta_raw.get("max_conflict_retries", 5),
-                          dict(delta_raw.get("storage_options", {})))
-
-    feast_repos = []
-    for i, f in enumerate(raw.get("feast", [])):
-        repo = _resolve(base, f["repo"])
-        if not (repo / "feature_store.yaml").is_file():
-            raise ConfigError(f"[[feast]] #{i + 1} repo: no feature_store.yaml in {repo}")
-        feast_repos.append(repo)
-
-    m = raw.get("mlflow")
-    mlflow = MlflowConfig(m["tracking_uri"], m.get("registry_uri")) if m is not None else None
-
+    f: Any = check(raw, base)
+    roots = tuple(Root(r.namespace, dataset_name_for(r.namespace, r.name, base), r.column)
+                  for r in f.roots)
+    overrides = tuple(DatasetOverride(d.namespace, dataset_name_for(d.namespace, d.name, base),
+                                      d.column, d.exclude) for d in f.datasets)
     return Config(path=path.resolve(), base_dir=base,
-                  ledger_path=_resolve(base, ledger.get("path", ".erasure/ledger.db")),
-                  key_path=_resolve(base, keys.get("path", ".erasure/keys/subject.key")),
-                  lineage_store=_resolve(base, lineage.get("store", ".erasure/lineage.db")),
-                  event_globs=tuple(globs), lenient_events=lineage.get("lenient", False),
-                  roots=roots, overrides=tuple(overrides), delta=delta,
-                  signing_dir=_resolve(base, raw.get("signing", {}).get("dir",
-                                                                        ".erasure/signing")),
-                  feast_repos=tuple(feast_repos), mlflow=mlflow)
+                  ledger_path=resolve_path(base, f.ledger.path),
+                  key_path=resolve_path(base, f.keys.path),
+                  lineage_store=resolve_path(base, f.lineage.store),
+                  event_globs=tuple(str(resolve_path(base, g)) for g in f.lineage.events),
+                  lenient_events=f.lineage.lenient,
+                  roots=roots, overrides=overrides, delta=f.delta,
+                  signing_dir=resolve_path(base, f.signing.dir),
+                  feast_repos=tuple(resolve_path(base, e.repo) for e in f.feast),
+                  mlflow=f.mlflow)
