@@ -3,6 +3,11 @@
 The same function builds the evidence embedded in a signed report and the evidence a
 verifier rebuilds from the ledger to compare, so they match byte for byte when nothing was
 tampered with. It holds no personal data: the subject appears only as its keyed HMAC.
+
+Its bytes are RFC 8785 canonical JSON (`erasure.canonical`), and its `format` says so:
+"erasure-evidence/2". Reports written before carry "erasure-evidence/1", whose bytes were
+Python's sorted `json.dumps`; a verifier rebuilds the evidence in the format the report
+records (`evidence_bytes` follows the `format` field), so both keep verifying.
 """
 
 from __future__ import annotations
@@ -10,11 +15,21 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from .canonical import canonical_bytes, legacy_canonical_v2
 from .errors import ErasureFailed
-from .ledger import GENESIS, Ledger, canonical
+from .ledger import GENESIS, Ledger
 from .requests import fold
 
-FORMAT = "erasure-evidence/1"
+FORMAT = "erasure-evidence/2"          # RFC 8785 bytes
+LEGACY_FORMAT = "erasure-evidence/1"   # Python's sorted json.dumps (default=str): verify only
+FORMATS = (FORMAT, LEGACY_FORMAT)
+
+
+def _checkpoint_bytes(cp: dict[str, Any], entry_format: str = "3") -> bytes:
+    """What a signed checkpoint's signature covers: {"entries", "head_hash"} in the canonical
+    JSON of the ledger entry that records it (both forms give the same bytes for it)."""
+    data = {"entries": cp["entries"], "head_hash": cp["head_hash"]}
+    return canonical_bytes(data) if entry_format == "3" else legacy_canonical_v2(data).encode()
 
 
 def checkpoint(ledger: Ledger, upto: int | None = None) -> dict[str, Any]:
@@ -42,7 +57,7 @@ def signed_checkpoint(ledger: Ledger, files, cp: dict[str, Any] | None = None) -
     cp = checkpoint(ledger) if cp is None else {"entries": cp["entries"],
                                                  "head_hash": cp["head_hash"]}
     body = {**cp, "signer_fingerprint_sha256": fingerprint(files.cert)}
-    body["signature"] = sign_bytes(files, canonical(cp).encode())
+    body["signature"] = sign_bytes(files, _checkpoint_bytes(cp))
     ledger.append(None, "ledger.checkpoint", body)
     return body
 
@@ -60,13 +75,20 @@ def verify_checkpoints(ledger: Ledger, cert_pem) -> list[str]:
         if hashes.get(cp["entries"], GENESIS if cp["entries"] == 0 else None) != cp["head_hash"]:
             problems.append(f"checkpoint at entry {e.seq} does not match the chain at entry "
                             f"{cp['entries']}")
-        elif cert_pem is not None and not verify_bytes(cert_pem, canonical(cp).encode(),
-                                                       e.body["signature"]):
+        elif cert_pem is not None and not verify_bytes(
+                cert_pem, _checkpoint_bytes(cp, ledger.entry_format(e.seq)), e.body["signature"]):
             problems.append(f"checkpoint at entry {e.seq} has a signature that does not verify")
     return problems
 
 
-def build_evidence(ledger: Ledger, request_id: str, upto: int | None = None) -> dict[str, Any]:
+def build_evidence(ledger: Ledger, request_id: str, upto: int | None = None,
+                   format: str = FORMAT) -> dict[str, Any]:
+    """The evidence of `request_id` at checkpoint `upto` (default: the head). `format`: the
+    evidence format to record, default the current one; a verifier passes the format of the
+    report it checks."""
+    if format not in FORMATS:
+        raise ErasureFailed(f"unknown evidence format {format!r}; this version reads "
+                            f"{', '.join(FORMATS)}")
     cp = checkpoint(ledger, upto)
     entries = [e for e in ledger.require(request_id) if e.seq <= cp["entries"]]
     st = fold(entries)
@@ -86,7 +108,7 @@ def build_evidence(ledger: Ledger, request_id: str, upto: int | None = None) -> 
     finished = next((e for e in reversed(entries)
                      if e.kind in ("request.completed", "request.failed")), None)
     evidence = {
-        "format": FORMAT,
+        "format": format,
         "request": {"request_id": request_id, "received_at": first["received_at"],
                     "deadline": first["deadline"], "requested_by": first.get("requested_by"),
                     "reason": first.get("reason"), "legal_basis": first.get("legal_basis"),
@@ -103,7 +125,27 @@ def build_evidence(ledger: Ledger, request_id: str, upto: int | None = None) -> 
 
 
 def evidence_bytes(evidence: dict[str, Any]) -> bytes:
-    return canonical(evidence).encode("utf-8")
+    """The canonical bytes of the evidence, in the scheme its `format` names: RFC 8785 for
+    "erasure-evidence/2", the old form for "erasure-evidence/1" (reports written before)."""
+    fmt = evidence.get("format")
+    if fmt == FORMAT:
+        return canonical_bytes(evidence)
+    if fmt == LEGACY_FORMAT:
+        return legacy_canonical_v2(evidence).encode("utf-8")
+    raise ErasureFailed(f"unknown evidence format {fmt!r}; this version reads {', '.join(FORMATS)}")
+
+
+def evidence_matches(embedded_bytes: bytes, embedded: dict[str, Any],
+                     rebuilt: dict[str, Any]) -> bool:
+    """The embedded evidence (its bytes as signed, and parsed) is byte for byte the canonical
+    form of the evidence rebuilt from the ledger, in the format the embedded evidence records
+    (the rebuilt evidence is expressed in that format first: the formats differ only in how
+    the bytes are made)."""
+    fmt = embedded.get("format")
+    if fmt not in FORMATS:
+        raise ErasureFailed(f"the report's evidence has an unknown format {fmt!r}; this "
+                            f"version reads {', '.join(FORMATS)}")
+    return evidence_bytes({**rebuilt, "format": fmt}) == embedded_bytes
 
 
 def evidence_digest(evidence: dict[str, Any]) -> str:

@@ -8,6 +8,14 @@ with an HMAC under the same key, to `<ledger>.head` beside the ledger: removing 
 the end then shows too, because the chain no longer reaches the anchored head.
 Triggers refuse UPDATE and DELETE on entries. The chain scheme is recorded in the `meta`
 table; a ledger written with the old unkeyed SHA-256 chain is refused, not trusted.
+
+Canonical JSON (the entry's body and the hashed payload) is RFC 8785 (`erasure.canonical`)
+in format 3. A format-2 ledger (Python's sorted `json.dumps`) keeps verifying and is upgraded
+in place: the first append by this version records, in the same transaction, the meta row
+`format3_from_seq` = its seq; entries before it verify in the format-2 form, that entry and
+every later one in RFC 8785. Old entries are never rewritten. A new ledger records format 3
+and `format3_from_seq` = 1. (docs/architecture.md, "Evidence".)
+
 Subjects appear only as keyed HMACs; the one copy of a subject id that `run` needs is
 sealed (AES-GCM, key outside the ledger) in a separate table, not in the chain.
 """
@@ -26,7 +34,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import ConfigError, ErasureError, ErasureFailed, RetryableError, UnknownRequestError
+from .canonical import SCHEME as CANONICAL_SCHEME
+from .canonical import canonical_bytes, canonical_text, legacy_canonical_v2
+from .errors import (
+    ConfigError,
+    ErasureError,
+    ErasureFailed,
+    RetryableError,
+    UnknownRequestError,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -51,16 +67,22 @@ CREATE TRIGGER IF NOT EXISTS meta_no_delete BEFORE DELETE ON meta
 BEGIN SELECT RAISE(ABORT, 'ledger meta is write-once'); END;
 """
 GENESIS = "0" * 64
-# format 2: keyed chain (HMAC-SHA256 under CHAIN_LABEL's key) plus a signed head anchor.
-# Format 1 (no meta table) chained plain SHA-256, which anyone can recompute.
-FORMAT = "2"
+# format 3: format 2's keyed chain and anchor, with RFC 8785 canonical JSON.
+# format 2: keyed chain (HMAC-SHA256 under CHAIN_LABEL's key) plus a signed head anchor;
+#   canonical JSON was Python's sorted json.dumps (default=str). Still verified, and upgraded
+#   in place from the meta row FORMAT3_FROM on.
+# Format 1 (no meta table) chained plain SHA-256, which anyone can recompute: refused.
+FORMAT = "3"
+FORMATS_READ = ("2", "3")
 CHAIN_SCHEME = "hmac-sha256/erasure-ledger-chain-v1"
 CHAIN_LABEL = b"erasure/ledger-chain/v1"
 ANCHOR_FORMAT = "erasure-ledger-head/1"
+FORMAT3_FROM = "format3_from_seq"
 
 
 def canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    """The canonical JSON text of a new entry's body: RFC 8785 (`erasure.canonical`)."""
+    return canonical_text(obj)
 
 
 def now_iso() -> str:
@@ -98,14 +120,33 @@ class Entry:
     hash: str
 
 
+def entry_payload(fmt: str, seq: int, ts: str, request_id: str | None, kind: str,
+                  body: str) -> bytes:
+    """The bytes an entry's HMAC covers after the previous hash: the canonical JSON of
+    [seq, ts, request_id, kind, body text], RFC 8785 in format 3, the old form in format 2."""
+    fields = [seq, ts, request_id, kind, body]
+    if fmt == "3":
+        return canonical_bytes(fields)
+    if fmt == "2":
+        return legacy_canonical_v2(fields).encode()
+    raise ValueError(f"unknown ledger entry format {fmt!r}")
+
+
 def entry_hash(key: bytes, prev: str, seq: int, ts: str, request_id: str | None, kind: str,
-               body: str) -> str:
-    payload = canonical([seq, ts, request_id, kind, body])
-    return hmac.digest(key, (prev + payload).encode(), "sha256").hex()
+               body: str, fmt: str = FORMAT) -> str:
+    """HMAC-SHA256(key, prev_hash (hex, ASCII) + payload)."""
+    payload = entry_payload(fmt, seq, ts, request_id, kind, body)
+    return hmac.digest(key, prev.encode() + payload, "sha256").hex()
 
 
 def anchor_mac(key: bytes, seq: int, head: str) -> str:
-    return hmac.digest(key, canonical([ANCHOR_FORMAT, seq, head]).encode(), "sha256").hex()
+    # an ASCII string, an integer, a hex string: RFC 8785 gives the same bytes the format-2
+    # form gave, so anchors written before keep verifying unchanged
+    return hmac.digest(key, canonical_bytes([ANCHOR_FORMAT, seq, head]), "sha256").hex()
+
+
+def _entry_format(seq: int, format3_from: int | None) -> str:
+    return "3" if format3_from is not None and seq >= format3_from else "2"
 
 
 class Ledger:
@@ -124,11 +165,25 @@ class Ledger:
             new = self._check_format()
             self.db.executescript(SCHEMA)
             if new:
-                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?), ('chain', ?)",
-                                (FORMAT, CHAIN_SCHEME))
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?), ('chain', ?), "
+                                "('canonical', ?), (?, '1')",
+                                (FORMAT, CHAIN_SCHEME, CANONICAL_SCHEME, FORMAT3_FROM))
         except BaseException:
             self.db.close()
             raise
+
+    def _format3_from(self) -> int | None:
+        """The first seq written in format 3 (RFC 8785); None while a format-2 ledger has
+        not been appended to by this version."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (FORMAT3_FROM,)).fetchone()
+        if row is not None:
+            return int(row[0])
+        fmt = self.db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+        return 1 if fmt is not None and fmt[0] == "3" else None
+
+    def entry_format(self, seq: int) -> str:
+        """The format entry `seq` was written in: "3" (RFC 8785) or "2" (before)."""
+        return _entry_format(seq, self._format3_from())
 
     def _check_format(self) -> bool:
         """Refuse a ledger this version cannot verify (before changing anything in it).
@@ -146,10 +201,16 @@ class Ledger:
                     "entries cannot be detected. Refusing it; keep it as an archive and start "
                     "a new ledger (docs/operators-guide.md)")
             return True
-        if meta.get("format") != FORMAT or meta.get("chain") != CHAIN_SCHEME:
+        if meta.get("format") not in FORMATS_READ or meta.get("chain") != CHAIN_SCHEME \
+                or (meta.get("format") == "3" and (meta.get("canonical") != CANONICAL_SCHEME
+                                                   or meta.get(FORMAT3_FROM) != "1")):
             raise ErasureFailed(
                 f"the ledger does not verify: {self.path} uses format {meta.get('format')!r}, chain "
-                f"{meta.get('chain')!r}; this version reads format {FORMAT} ({CHAIN_SCHEME})")
+                f"{meta.get('chain')!r}, canonical JSON {meta.get('canonical')!r}; this version "
+                f"reads formats {', '.join(FORMATS_READ)} ({CHAIN_SCHEME})")
+        if FORMAT3_FROM in meta and not meta[FORMAT3_FROM].isdigit():
+            raise ErasureFailed(f"the ledger does not verify: {self.path} records "
+                                f"{FORMAT3_FROM} = {meta[FORMAT3_FROM]!r}, not an entry number")
         return False
 
     def _require_key(self, what: str) -> bytes:
@@ -203,8 +264,8 @@ class Ledger:
         the commit and this write leaves the anchor one transaction behind the ledger,
         which verifies (the next commit re-anchors); an anchor ahead of the ledger never
         happens, so it means entries were removed."""
-        data = canonical({"format": ANCHOR_FORMAT, "seq": seq, "hash": head,
-                          "hmac": anchor_mac(self._require_key("anchor"), seq, head)})
+        data = canonical_text({"format": ANCHOR_FORMAT, "seq": seq, "hash": head,
+                               "hmac": anchor_mac(self._require_key("anchor"), seq, head)})
         fd, tmp = tempfile.mkstemp(prefix=self.anchor_path.name + ".", suffix=".tmp",
                                    dir=self.anchor_path.parent)
         try:
@@ -247,8 +308,12 @@ class Ledger:
             if self._tx_head is None:
                 self._tx_head = self._checked_head(key)
             seq, prev = self._tx_head[0] + 1, self._tx_head[1]
+            if self._format3_from() is None:
+                # a format-2 ledger: from this entry on, format 3 (recorded in this same
+                # transaction, so the entry and the record of its format commit together)
+                self.db.execute("INSERT INTO meta VALUES (?, ?)", (FORMAT3_FROM, str(seq)))
             ts = now_iso()
-            h = entry_hash(key, prev, seq, ts, request_id, kind, text)
+            h = entry_hash(key, prev, seq, ts, request_id, kind, text, "3")
             self.db.execute("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
                             (seq, ts, request_id, kind, text, prev, h))
             self._tx_head = (seq, h)
@@ -263,7 +328,8 @@ class Ledger:
         anchor, problem = self.read_anchor()
         if problem is None and row is not None:
             seq, ts, rid, kind, body, prev, h = row
-            if not hmac.compare_digest(entry_hash(key, prev, seq, ts, rid, kind, body), h):
+            if not hmac.compare_digest(entry_hash(key, prev, seq, ts, rid, kind, body,
+                                                  self.entry_format(seq)), h):
                 problem = (f"its last entry ({seq}) does not verify under this subject key "
                            "(a different key, or the entry was altered)")
             elif anchor is None:
@@ -320,13 +386,15 @@ class Ledger:
         if problem:
             return False, 0, problem
         prev, n, anchored_hash = GENESIS, 0, None
+        start = self._format3_from()
         for seq, ts, rid, kind, body, prev_hash, h in self.db.execute(
                 "SELECT * FROM entries ORDER BY seq"):
             n += 1
             if seq != n:
                 return False, n, f"entry {n} is missing (found seq {seq})"
             if prev_hash != prev or not hmac.compare_digest(
-                    entry_hash(key, prev, seq, ts, rid, kind, body), h):
+                    entry_hash(key, prev, seq, ts, rid, kind, body,
+                               _entry_format(seq, start)), h):
                 return False, n, f"entry {seq} does not match its hash"
             if anchor is not None and seq == anchor["seq"]:
                 anchored_hash = h

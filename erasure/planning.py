@@ -6,11 +6,11 @@ the real run share it. Subjects are named only by their keyed HMAC.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from .canonical import canonical_text
 from .config import Config
 from .errors import ConnectorError, ErasureError, UnknownDatasetError
 from .lineage.graph import LineageGraph, trace_subject_keys
@@ -78,7 +78,8 @@ class Plan:
             for t in self.targets)
 
     def canonical(self) -> str:
-        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        """The plan's canonical JSON (RFC 8785, `erasure.canonical`)."""
+        return canonical_text(self.to_json())
 
 
 @dataclass(frozen=True)

@@ -270,7 +270,8 @@ def test_normal_run_submit_report_verifies_and_the_head_is_anchored(lake, capsys
         meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
     finally:
         con.close()
-    assert meta == {"format": "2", "chain": "hmac-sha256/erasure-ledger-chain-v1"}
+    assert meta == {"format": "3", "chain": "hmac-sha256/erasure-ledger-chain-v1",
+                    "canonical": "rfc8785", "format3_from_seq": "1"}
     # no subject id in plain text in the ledger, its anchor or the report
     for f in [*(lake.root / ".erasure").glob("ledger.db*"), pdf]:
         data = f.read_bytes()

@@ -7,6 +7,10 @@ the same or another file) counts once.
 A file holding any malformed event is refused as a whole in strict mode (nothing from it is
 applied); in lenient mode only the malformed events are skipped. Either way every rejected
 event is reported with its file and line.
+
+An event's key is the SHA-256 of its RFC 8785 canonical JSON (`erasure.canonical`). A store
+written before (keys over Python's sorted `json.dumps`) is re-keyed once when opened, so the
+same event ingested again still counts once; the scheme is recorded in the `meta` table.
 """
 
 from __future__ import annotations
@@ -18,13 +22,21 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..canonical import SCHEME, NotCanonicalJSON, canonical_bytes
 from .events import LineageEvent, Rejected, parse_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER,
                                   sha256 TEXT, events INTEGER);
 CREATE TABLE IF NOT EXISTS events (hash TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+def event_key(event_json: dict) -> tuple[str, str]:
+    """(key, body): the event's canonical JSON (RFC 8785) and its SHA-256."""
+    data = canonical_bytes(event_json)
+    return hashlib.sha256(data).hexdigest(), data.decode("utf-8")
 
 
 @dataclass
@@ -62,6 +74,20 @@ class LineageStore:
         self.path = path
         self.db = sqlite3.connect(path)
         self.db.executescript(SCHEMA)
+        self._rekey()
+
+    def _rekey(self) -> None:
+        """Key every stored event by its RFC 8785 form, once (a store written before)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'canonical'").fetchone()
+        if row is not None and row[0] == SCHEME:
+            return
+        with self.db:
+            bodies = [b for (b,) in self.db.execute("SELECT body FROM events")]
+            self.db.execute("DELETE FROM events")
+            for b in bodies:
+                self.db.execute("INSERT OR IGNORE INTO events VALUES (?, ?)",
+                                event_key(json.loads(b)))
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('canonical', ?)", (SCHEME,))
 
     def close(self) -> None:
         self.db.close()
@@ -89,16 +115,20 @@ class LineageStore:
                 events, rejected, warnings = parse_file(f, lenient)
             except (UnicodeDecodeError, OSError) as exc:
                 events, rejected, warnings = [], [Rejected(str(f), 0, f"unreadable: {exc}")], []
+            keyed = []
+            for ev in events:
+                try:
+                    keyed.append(event_key(ev.to_json()))
+                except NotCanonicalJSON as exc:    # e.g. a lone surrogate in a name
+                    rejected.append(Rejected(str(f), 0, f"event has no canonical JSON: {exc}"))
             rep.rejected.extend(rejected)
             rep.warnings.extend(warnings)
             if rejected and not lenient:
                 rep.files_refused.append(str(f))
                 continue
             with self.db:
-                for ev in events:
+                for h, body in keyed:
                     rep.events_seen += 1
-                    body = json.dumps(ev.to_json(), sort_keys=True, separators=(",", ":"))
-                    h = hashlib.sha256(body.encode()).hexdigest()
                     cur = self.db.execute("INSERT OR IGNORE INTO events VALUES (?, ?)", (h, body))
                     rep.events_new += cur.rowcount
                 self.db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",

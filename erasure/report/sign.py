@@ -173,6 +173,7 @@ def _verify_report(path: Path, root_pem: Path | None, rebuild) -> ReportVerifica
                     data = names[i + 1].get_object()["/EF"]["/F"].get_object().data
             if data is None:
                 raise KeyError(EVIDENCE_NAME)
+            data = bytes(data)
             rep.evidence = json.loads(data)
             rep.add("evidence-embedded", True, f"{len(data)} bytes")
         except Exception as exc:
@@ -183,11 +184,12 @@ def _verify_report(path: Path, root_pem: Path | None, rebuild) -> ReportVerifica
                 "PDF and its signature were checked")
         rep.checks[-1].skipped = True
     else:
-        from ..ledger import canonical
+        from ..evidence import evidence_matches
 
         try:
             expected = rebuild(rep.evidence)
-            same = canonical(expected) == canonical(rep.evidence)
+            # byte for byte, in the canonical scheme the report's evidence records
+            same = evidence_matches(data, rep.evidence, expected)
             rep.add("evidence-matches-ledger", same, "identical to the evidence rebuilt from "
                     "the ledger at the report's checkpoint" if same else
                     "differs from the evidence rebuilt from the ledger")
