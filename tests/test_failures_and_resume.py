@@ -157,7 +157,7 @@ def test_lost_commit_races_are_retryable_and_exit_75(lake):
     rid = submit_for(lake, "42")
     cfg = load_config(lake.config)
     from dataclasses import replace
-    cfg = replace(cfg, delta=replace(cfg.delta, max_conflict_retries=1))
+    cfg = replace(cfg, delta=cfg.delta.model_copy(update={"max_conflict_retries": 1}))
     eng = Engine(cfg, registry=ConnectorRegistry([
         DeltaConnector(cfg.delta, before_commit=always_compact), ParquetConnector()]))
     [out] = Runner(eng).run([rid])
