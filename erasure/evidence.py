@@ -66,13 +66,11 @@ def verify_checkpoints(ledger: Ledger, cert_pem) -> list[str]:
     """Problems with the signed checkpoints recorded in the ledger (empty when all hold)."""
     from .report.keys import verify_bytes
 
-    entries = ledger.entries()
-    problems, hashes = [], {e.seq: e.hash for e in entries}
-    for e in entries:
-        if e.kind != "ledger.checkpoint":
-            continue
+    problems = []
+    for e in ledger.entries_of_kind("ledger.checkpoint"):
         cp = {"entries": e.body["entries"], "head_hash": e.body["head_hash"]}
-        if hashes.get(cp["entries"], GENESIS if cp["entries"] == 0 else None) != cp["head_hash"]:
+        at = GENESIS if cp["entries"] == 0 else ledger.hash_at(cp["entries"])
+        if at != cp["head_hash"]:
             problems.append(f"checkpoint at entry {e.seq} does not match the chain at entry "
                             f"{cp['entries']}")
         elif cert_pem is not None and not verify_bytes(
@@ -99,10 +97,8 @@ def build_evidence(ledger: Ledger, request_id: str, upto: int | None = None,
             b = dict(e.body)
             steps.append({"seq": e.seq, "ts": e.ts, "kind": e.kind, **b})
     histories = []
-    for e in ledger.entries():
-        if e.seq > cp["entries"]:
-            break
-        if e.kind == "table.history" and request_id in e.body.get("requests", []):
+    for e in ledger.entries_of_kind("table.history", cp["entries"]):
+        if request_id in e.body.get("requests", []):
             histories.append({"seq": e.seq, "target": e.body["target"],
                               "history": e.body["history"]})
     finished = next((e for e in reversed(entries)

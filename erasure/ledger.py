@@ -366,6 +366,16 @@ class Ledger:
                                    (request_id,)).fetchall()
         return [Entry(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
 
+    def entries_of_kind(self, kind: str, upto: int | None = None) -> list[Entry]:
+        """The entries of one kind (up to seq `upto`), without reading the others."""
+        rows = self.db.execute("SELECT * FROM entries WHERE kind = ? AND seq <= ? ORDER BY seq",
+                               (kind, (1 << 62) if upto is None else upto)).fetchall()
+        return [Entry(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
+
+    def hash_at(self, seq: int) -> str | None:
+        row = self.db.execute("SELECT hash FROM entries WHERE seq = ?", (seq,)).fetchone()
+        return row[0] if row else None
+
     def request_ids(self) -> list[str]:
         return [r[0] for r in self.db.execute(
             "SELECT request_id FROM entries WHERE kind = 'request.submitted' ORDER BY seq")]
