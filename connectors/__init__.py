@@ -6,9 +6,12 @@ libraries are imported inside the connector's methods, never at package import.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .base import Connector, ConnectorRegistry
+
+if TYPE_CHECKING:
+    from erasure.config import Config
 
 __all__ = ["Connector", "ConnectorRegistry", "config_sections", "default_registry"]
 
@@ -29,7 +32,7 @@ def config_sections() -> dict[str, tuple[Any, Callable[[], Any]]]:
     }
 
 
-def default_registry(config) -> ConnectorRegistry:
+def default_registry(config: Config) -> ConnectorRegistry:
     """The connectors the config asks for. Feast and MLflow are extras: one that is configured
     but not installed is a ConfigError (exit 3) naming the pip command (connectors/extras.py)."""
     from . import extras
@@ -44,7 +47,7 @@ def default_registry(config) -> ConnectorRegistry:
         if any(u.startswith(("postgresql:", "postgresql+psycopg2:", "postgres:")) for u in uris):
             extras.require(extras.MLFLOW_POSTGRES)
 
-    connectors = [DeltaConnector(config.delta), ParquetConnector()]
+    connectors: list[Connector] = [DeltaConnector(config.delta), ParquetConnector()]
     if config.feast_repos:
         from .feast import FeastConnector   # light: feast itself loads on first use
 

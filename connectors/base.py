@@ -96,16 +96,16 @@ class Connector(Protocol):
 
 
 class ConnectorRegistry:
-    def __init__(self, connectors: list[Any]):
-        self.connectors = list(connectors)
+    def __init__(self, connectors: Sequence[Connector]):
+        self.connectors: list[Connector] = list(connectors)
 
-    def for_dataset(self, namespace: str, name: str):
+    def for_dataset(self, namespace: str, name: str) -> Connector | None:
         for c in self.connectors:
             if c.handles(namespace, name):
                 return c
         return None
 
-    def get(self, name: str):
+    def get(self, name: str) -> Connector:
         for c in self.connectors:
             if c.name == name:
                 return c

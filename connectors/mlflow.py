@@ -20,11 +20,17 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, cast
 
 from erasure.errors import ErasureError, UnknownDatasetError
 
 from .base import Capabilities, EraseResult, PurgeResult, TargetCount
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from .base import ConnectorRegistry
+    from .delta import DeltaConnector
 
 FLAG = "erasure.retrain_required"
 REQUEST_TAG = "erasure.request."
@@ -82,16 +88,16 @@ class MlflowConnector:
 
     wants_context = True   # the runner passes derived_from and request ids
 
-    def __init__(self, settings: MlflowSettings, registry=None):
+    def __init__(self, settings: MlflowSettings, registry: ConnectorRegistry | None = None):
         self.settings = settings
         self.registry = registry
         self.namespace = "mlflow:" + re.sub(r"//[^@/]*@", "//", settings.tracking_uri)
-        self._client = None
+        self._client: MlflowClient | None = None
         self._index: tuple[list[TrainingInput], dict[str, list[ModelVersionRef]]] | None = None
         self._datasets: dict[tuple[str, str], Any] = {}   # dataset identity -> ResolvedTarget
 
     @property
-    def client(self):
+    def client(self) -> MlflowClient:
         if self._client is None:
             from mlflow import MlflowClient
 
@@ -135,13 +141,13 @@ class MlflowConnector:
         by_run: dict[str, list[ModelVersionRef]] = {}
         token = None
         while True:
-            page = c.search_model_versions(max_results=10_000, page_token=token)
-            for mv in page:
+            versions = c.search_model_versions(max_results=10_000, page_token=token)
+            for mv in versions:
                 run_id = mv.run_id or self._source_run(mv)
                 ref = ModelVersionRef(mv.name, str(mv.version), run_id, list(mv.aliases or []))
                 if run_id:
                     by_run.setdefault(run_id, []).append(ref)
-            token = page.token
+            token = versions.token
             if not token:
                 break
         self._index = (inputs, by_run)
@@ -264,9 +270,10 @@ class MlflowConnector:
                 return {v: None for v in values}
             from deltalake.exceptions import DeltaError
 
+            delta = cast("DeltaConnector", conn)   # named "delta": reads a version of the table
             try:
-                dt = conn.open(ident[0], ident[1], version)
-                return {v: int(n > 0) for v, n in conn.count_rows(dt, column, values).items()}
+                dt = delta.open(ident[0], ident[1], version)
+                return {v: int(n > 0) for v, n in delta.count_rows(dt, column, values).items()}
             except (ErasureError, DeltaError, OSError):
                 # vacuumed or cleaned from the log: that version cannot be read, so whether
                 # the model saw the subject is unknown (None), never "did not"
@@ -311,7 +318,8 @@ class MlflowConnector:
               with_residue: bool = True, derived: dict | None = None) -> TargetCount:
         model, version = self._parse(name, derived or {})
         mv = self.client.get_model_version(model, version)
-        measured = self.subject_in_training(derived or {}, values) if derived else {v: None for v in values}
+        measured: dict[Any, int | None] = (
+            self.subject_in_training(derived or {}, values) if derived else {v: None for v in values})
         rows = self._judged(measured, None)
         flagged = mv.tags.get(FLAG) == "true"
         details = {v: {"model": model, "version": version, "aliases": list(mv.aliases or []),
@@ -443,12 +451,13 @@ def settings_from(mlflow, base_dir=None) -> MlflowSettings | None:
     if mlflow is None:
         return None
 
-    def resolve(uri: str | None) -> str | None:
-        if uri and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////") and base_dir:
+    def resolve(uri: str) -> str:
+        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////") and base_dir:
             return "sqlite:///" + str(base_dir / uri[len("sqlite:///"):])
-        if uri and uri.startswith(("postgresql://", "postgres://")):
+        if uri.startswith(("postgresql://", "postgres://")):
             # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; the installed driver
             # is psycopg2 (MLflow's own default)
             return "postgresql+psycopg2://" + uri.split("://", 1)[1]
         return uri
-    return MlflowSettings(resolve(mlflow.tracking_uri), resolve(mlflow.registry_uri))
+    return MlflowSettings(resolve(mlflow.tracking_uri),
+                          mlflow.registry_uri and resolve(mlflow.registry_uri))

@@ -73,11 +73,14 @@ class ParquetConnector:
             return sorted(folder.rglob(".*.erasure-*.tmp"))
         return sorted(folder.glob(f".{p.name}.erasure-*.tmp"))
 
-    def files(self, namespace: str, name: str) -> list[Path]:
+    def existing_path(self, namespace: str, name: str) -> Path:
         p = self.path(namespace, name)
         if p is None or not p.exists():
             raise UnknownDatasetError(f"no Parquet file or folder at {name}")
-        return self._files(p)
+        return p
+
+    def files(self, namespace: str, name: str) -> list[Path]:
+        return self._files(self.existing_path(namespace, name))
 
     def _schema(self, namespace: str, name: str):
         import pyarrow.parquet as pq
@@ -105,7 +108,7 @@ class ParquetConnector:
 
     def count(self, namespace: str, name: str, column: str, values: Sequence[Any],
               with_residue: bool = True) -> TargetCount:
-        root = self.path(namespace, name)
+        root = self.existing_path(namespace, name)
         rows: dict[Any, int] = {v: 0 for v in values}
         files: dict[Any, list[str]] = {v: [] for v in values}
         for f in self.files(namespace, name):
@@ -141,7 +144,8 @@ class ParquetConnector:
         import pyarrow.parquet as pq
 
         deleted = rewritten = 0
-        for t in self.stale_temps(self.path(namespace, name)):
+        p = self.path(namespace, name)
+        for t in self.stale_temps(p) if p is not None else []:
             t.unlink(missing_ok=True)   # our own copy from a killed run: never live data
         for f in self.files(namespace, name):
             if not self._hits(f, column, values):

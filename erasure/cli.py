@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
 from .errors import ExitCode
+
+if TYPE_CHECKING:       # annotations only: --help imports nothing of the engine
+    from .engine import Engine
+    from .ledger import Ledger
 
 EXIT_CODES = "\n\n".join([
     "Exit codes:",
@@ -47,7 +51,7 @@ def _main(config: Optional[str] = typer.Option(
     _state["config"] = config
 
 
-def _engine():
+def _engine() -> Engine:
     from .config import resolve_config_path
     from .engine import Engine
 
@@ -248,6 +252,7 @@ def request_submit(subject_id: Optional[str] = typer.Option(None, "--subject-id"
         raise InputError("give exactly one of --subject-id or --subjects-file")
     guard = TextGuard(requested_by, reason)
     if subjects_file is None:
+        assert subject_id is not None   # exactly one of the two, checked above
         check_subject_id(subject_id, "--subject-id")
         eng = _engine()
         _check_subjects_fit_roots(eng, [("--subject-id", subject_id)], guard)
@@ -583,6 +588,8 @@ def ledger_verify(as_json: bool = typer.Option(False, "--json")):
 
     eng = _engine()
     cert = signing_files(eng.config).cert
+    ledger: Ledger | None
+    problem: str | None
     try:
         ledger = eng.ledger
     except ErasureFailed as exc:     # a ledger in a format that cannot be verified
@@ -590,7 +597,8 @@ def ledger_verify(as_json: bool = typer.Option(False, "--json")):
     else:
         ok, n, problem = ledger.verify_chain()
     seq, head = ledger.head() if ledger is not None else (0, None)
-    cp_problems = verify_checkpoints(ledger, cert if cert.is_file() else None) if ok else []
+    cp_problems = (verify_checkpoints(ledger, cert if cert.is_file() else None)
+                   if ok and ledger is not None else [])
     if cp_problems:
         ok, problem = False, cp_problems[0]
     out = {"ok": ok, "entries": n, "head": {"seq": seq, "hash": head}, "problem": problem,
@@ -623,9 +631,10 @@ def run_cli(argv: list[str] | None = None) -> int:
         typer.echo("aborted", err=True)
         return ExitCode.INTERNAL
     except Exception as exc:   # usage errors (typer's click) and the unexpected
-        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
-            exc.show()
-            return exc.exit_code
+        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            return code
         typer.echo(f"internal error: {type(exc).__name__}: {exc}", err=True)
         return ExitCode.INTERNAL
     finally:

@@ -44,7 +44,8 @@ if TYPE_CHECKING:                       # the connectors' models, loaded with th
     from connectors.mlflow_config import MlflowConfig
 
 DEFAULT_CONFIG = "erasure.toml"
-RESIDUE_MODES = ("purge", "keep-history")
+ResidueMode = Literal["purge", "keep-history"]
+RESIDUE_MODES: tuple[str, ...] = typing.get_args(ResidueMode)
 
 
 # ---- the vocabulary every section's model uses -------------------------------------------
@@ -68,7 +69,8 @@ def one_of(*choices: str) -> Any:
     return Annotated[Literal[choices], Must("one of " + ", ".join(f'"{c}"' for c in choices))]
 
 
-Residue = one_of(*RESIDUE_MODES)
+# written out (not one_of(...)) so that type checkers see a type, not a variable
+Residue = Annotated[ResidueMode, Must("one of " + ", ".join(f'"{c}"' for c in RESIDUE_MODES))]
 
 
 def refuse(text: str) -> PydanticCustomError:
@@ -176,8 +178,8 @@ def file_model() -> type[BaseModel]:
     """The whole file: the core sections plus each connector's own (connectors/__init__.py)."""
     from connectors import config_sections
 
-    fields = {name: (annotation, Field(default_factory=factory))
-              for name, (annotation, factory) in config_sections().items()}
+    fields: dict[str, Any] = {name: (annotation, Field(default_factory=factory))
+                              for name, (annotation, factory) in config_sections().items()}
     return create_model("ErasureFile", __base__=CoreFile, **fields)
 
 

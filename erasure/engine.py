@@ -5,13 +5,22 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import Config, load_config
 from .errors import MalformedEventError
 
+if TYPE_CHECKING:       # annotations only: these load at first use, not at import
+    from connectors.base import ConnectorRegistry
+
+    from .ledger import Ledger
+    from .lineage.graph import LineageGraph
+    from .lineage.store import IngestReport, LineageStore
+    from .subject import SubjectKeys
+
 
 class Engine:
-    def __init__(self, config: Config, registry=None):
+    def __init__(self, config: Config, registry: ConnectorRegistry | None = None):
         self.config = config
         self._registry = registry
 
@@ -20,7 +29,7 @@ class Engine:
         return cls(load_config(path))
 
     @cached_property
-    def ledger(self):
+    def ledger(self) -> Ledger:
         """The ledger, with its chain key (derived from the subject key): entries are
         appended and verified under that key."""
         from .ledger import Ledger, chain_key
@@ -28,7 +37,7 @@ class Engine:
         return Ledger(self.config.ledger_path, chain_key(self.keys))
 
     @cached_property
-    def keys(self):
+    def keys(self) -> SubjectKeys:
         """The subject key. Created on first use only: once the ledger holds entries, a
         missing key is an error (a new key could neither open their sealed ids, match their
         HMACs nor verify their chain). Decided from a plain count on the ledger file, so
@@ -40,24 +49,25 @@ class Engine:
         return SubjectKeys.load(self.config.key_path, create=not has_entries)
 
     @cached_property
-    def lineage_store(self):
+    def lineage_store(self) -> LineageStore:
         from .lineage.store import LineageStore
 
         return LineageStore(self.config.lineage_store)
 
     @property
-    def registry(self):
+    def registry(self) -> ConnectorRegistry:
         if self._registry is None:
             from connectors import default_registry
 
             self._registry = default_registry(self.config)
         return self._registry
 
-    def ingest(self, files: list[Path], lenient: bool | None = None, force: bool = False):
+    def ingest(self, files: list[Path], lenient: bool | None = None,
+               force: bool = False) -> IngestReport:
         lenient = self.config.lenient_events if lenient is None else lenient
         return self.lineage_store.ingest(files, lenient=lenient, force=force)
 
-    def ingest_configured(self):
+    def ingest_configured(self) -> IngestReport:
         """Ingest the configured event globs (only changed files are read). A refused file
         stops the command: a plan on partial lineage could miss where a subject's data went."""
         from .lineage.store import expand_globs
@@ -71,7 +81,7 @@ class Engine:
                 "Fix them, or set [lineage] lenient = true to skip malformed events")
         return rep
 
-    def graph(self):
+    def graph(self) -> LineageGraph:
         from .lineage.graph import LineageGraph
 
         self.ingest_configured()

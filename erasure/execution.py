@@ -11,12 +11,15 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConnectorError, ErasureError, GuardTripped, InputError, RetryableError
 from .planning import Target, plan_erasures
 from .requests import RequestState, load_state
 from .subject import coerce_subject_id, redact, short
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 log = logging.getLogger("erasure.run")
 PHASES = ("erase", "purge", "verify")
@@ -51,7 +54,7 @@ def _now() -> str:
 
 
 class Runner:
-    def __init__(self, engine):
+    def __init__(self, engine: Engine):
         self.engine = engine
         self.ledger = engine.ledger
         self.config = engine.config
@@ -368,6 +371,8 @@ class Runner:
                                                        "batch": self.batch})
             return Outcome(rid, "failed", self._targets(st), unresolved, self.failed[rid],
                            retryable=rid not in self.terminal)
+        # a request that did not fail here has its plan in the ledger (recorded before erasing)
+        assert st.plan is not None, f"request {rid} finished without a recorded plan"
         unchecked = [n for t in st.plan.targets
                      for n in ((st.step(t.key, "verify") or {}).get("not_verified") or [])]
         if unresolved or unchecked:
@@ -437,7 +442,8 @@ class Runner:
             elif rid in self.unverified:
                 out.append(Outcome(rid, "not_verified", notes=self.unverified[rid]))
             else:
-                out.append(Outcome(rid, "holds", notes=[f"{len(st.plan.targets)} targets re-verified"]))
+                n = len(st.plan.targets) if st.plan else 0
+                out.append(Outcome(rid, "holds", notes=[f"{n} targets re-verified"]))
         return out
 
 

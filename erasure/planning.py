@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .canonical import canonical_text
 from .config import Config
 from .errors import ConnectorError, ErasureError, UnknownDatasetError
 from .lineage.graph import LineageGraph, trace_subject_keys
 from .subject import coerce_subject_id, redact
+
+if TYPE_CHECKING:
+    from connectors.base import ConnectorRegistry
 
 PLAN_FORMAT = 1
 
@@ -95,7 +98,7 @@ class ResolvedTarget:
     derived_from: dict | None
 
 
-def resolve_targets(config: Config, graph: LineageGraph, registry,
+def resolve_targets(config: Config, graph: LineageGraph, registry: ConnectorRegistry,
                     untouched: list[dict] | None = None
                     ) -> tuple[list[ResolvedTarget], list[dict], list[dict]]:
     overrides = {graph.canonical((o.namespace, o.name)): (o.column, o.exclude)
@@ -166,7 +169,7 @@ def residue_after(config: Config, t: ResolvedTarget) -> dict[str, Any]:
     return t.connector.residue_after(config.delta.residue, t.namespace, t.name)
 
 
-def plan_erasures(config: Config, graph: LineageGraph, registry,
+def plan_erasures(config: Config, graph: LineageGraph, registry: ConnectorRegistry,
                   subjects: list[tuple[str, str]], with_residue: bool = True) -> list[Plan]:
     """One plan per subject (hmac, raw id), measured in one pass per dataset."""
     untouched: list[dict] = []

@@ -240,7 +240,10 @@ class RequestState:
 
 def fold(entries: list[Entry]) -> RequestState:
     first = entries[0].body
-    st = RequestState(entries[0].request_id, first["subject_hmac"], first["received_at"],
+    request_id = entries[0].request_id
+    if request_id is None:   # a ledger-wide entry (a checkpoint) belongs to no request
+        raise ValueError(f"fold() takes one request's entries, not a {entries[0].kind} entry")
+    st = RequestState(request_id, first["subject_hmac"], first["received_at"],
                       first["deadline"], first.get("requested_by"), first.get("reason"))
     for e in entries[1:]:
         b = e.body

@@ -16,12 +16,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ExitCode
 from .planning import plan_erasures
 from .requests import load_state, submit
 from .subject import short
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 EXIT_FINDINGS = ExitCode.FOUND_AGAIN
 EXIT_NOT_VERIFIED = ExitCode.NEEDS_OPERATOR
@@ -54,7 +57,7 @@ class SweepResult:
                 "seconds": round(self.seconds, 3)}
 
 
-def run_sweep(engine, fix: bool = False) -> SweepResult:
+def run_sweep(engine: Engine, fix: bool = False) -> SweepResult:
     t0 = time.perf_counter()
     ledger = engine.ledger
     res = SweepResult(datetime.now(timezone.utc).isoformat(timespec="seconds"))

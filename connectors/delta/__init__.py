@@ -93,13 +93,18 @@ class DeltaConnector:
         uri = self.uri(namespace, name)
         return Path(os.path.realpath(uri)) if uri and uri.startswith("/") else None
 
+    def table_uri(self, namespace: str, name: str) -> str:
+        """The table's URI; UnknownDatasetError when the dataset is no Delta table location."""
+        uri = self.uri(namespace, name)
+        if uri is None:
+            raise UnknownDatasetError(f"{namespace}:{name} is not a Delta table location")
+        return uri
+
     def open(self, namespace: str, name: str, version: int | None = None):
         from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
 
-        uri = self.uri(namespace, name)
-        if uri is None:
-            raise UnknownDatasetError(f"{namespace}:{name} is not a Delta table location")
+        uri = self.table_uri(namespace, name)
         try:
             return DeltaTable(uri, version=version,
                               storage_options=self.settings.storage_options or None)
@@ -241,7 +246,7 @@ class DeltaConnector:
         return TargetCount(rows=rows, files=files, version=dt.version(), residue=residue,
                            not_verified=not_verified)
 
-    def rows_written_since(self, namespace: str, name: str, version: int,
+    def rows_written_since(self, namespace: str, name: str, version: int | None,
                            upto: int | None = None) -> int:
         """Rows in data files added after `version` (up to `upto`): the guard's tolerance
         for other writers. Files rewritten by compaction count too, so it errs generous."""
@@ -271,7 +276,8 @@ class DeltaConnector:
         import json
 
         root = self.local_path(namespace, name)
-        wanted, out = set(paths), {}
+        wanted = set(paths)
+        out: dict[str, int] = {}
         if root is None:
             return out
         for f in sorted((root / "_delta_log").glob("*.json")):
@@ -328,7 +334,7 @@ class DeltaConnector:
             source = pa.table({KEY_FIELD: pa.array(list(values), type=typ)})
             before = dt.version()
             if self.before_commit:
-                self.before_commit(self.uri(namespace, name), attempt)
+                self.before_commit(self.table_uri(namespace, name), attempt)
             try:
                 # streamed_exec=False prunes files by statistics but logs a pruning predicate
                 # holding the keys (`k = 42`, or the batch's min/max); that is only acceptable
@@ -362,10 +368,12 @@ class DeltaConnector:
         for _ in range(50):
             dt = self.open(namespace, name)
             sc = self.scan(namespace, name, column, values, dt)
+            root = self.local_path(namespace, name)
+            if sc is None or root is None:
+                return rewritten    # no local folder (purge calls this only for one)
             dirty = sorted({f for v in values for f in sc.live.get(v, ())})
             if not dirty:
                 return rewritten
-            root = self.local_path(namespace, name)
             phys = self._fields(dt)[column][1]
             pf = pq.ParquetFile(root / unquote(dirty[0]))
             # named by its file name only: the folders above it can be partition values
@@ -467,7 +475,7 @@ class DeltaConnector:
         from deltalake import CommitProperties
 
         res = PurgeResult()
-        uri = self.uri(namespace, name)
+        uri = self.table_uri(namespace, name)
         root = self.local_path(namespace, name)
         fs = logclean.storage(str(root) if root else uri, self.settings.storage_options)
         # only deletion vectors leave erased rows inside live files; without them the

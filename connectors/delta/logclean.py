@@ -193,7 +193,8 @@ def drop_dead_tombstones(fs, version: int) -> int:
     removes = t.column("remove")
     paths = pc.struct_field(removes, "path").to_pylist()
     valid = pc.is_valid(removes).to_pylist()
-    dead = {p for p, ok in zip(paths, valid) if ok and p and _rel(p) and not exists(fs, _rel(p))}
+    dead = {p for p, ok in zip(paths, valid)
+            if ok and p and (rel := _rel(p)) and not exists(fs, rel)}
     if not dead:
         return 0
     keep = pa.array([not (ok and p in dead) for p, ok in zip(paths, valid)])

@@ -16,12 +16,15 @@ file would let `feast materialize` restore the subject. Verification therefore a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from erasure.errors import UnknownDatasetError
 
 from ..base import Capabilities, EraseResult, PurgeResult, TargetCount
 from .keys import KEY_TYPES, FeatureViewInfo, FeastRepo
+
+if TYPE_CHECKING:
+    from erasure.lineage.graph import DatasetId, LineageGraph
 
 SUPPORTED_ONLINE = ("sqlite", "redis")
 CHUNK = 500
@@ -57,12 +60,12 @@ class FeastConnector:
         return v.join_key_types.get(column)
 
     # ---- lineage join -----------------------------------------------------------------
-    def derive_targets(self, graph, dataset_targets: list, unresolved: list[dict]):
+    def derive_targets(self, graph: LineageGraph, dataset_targets: list, unresolved: list[dict]):
         """Feature views fed by a dataset that holds the subject, with the join key that
         carries it; views that cannot be resolved; views left untouched (and why)."""
         from erasure.planning import ResolvedTarget
 
-        keyed = {}
+        keyed: dict[DatasetId, list[str]] = {}
         for t in dataset_targets:
             keyed.setdefault(graph.canonical((t.namespace, t.name)), []).append(t.column)
         unresolved_ids = {graph.canonical((u["namespace"], u["name"])) for u in unresolved}

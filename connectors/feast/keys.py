@@ -47,9 +47,10 @@ class FeastRepo:
             raise ConfigError(f"[[feast]] repo {self.path} has no feature_store.yaml")
         raw = yaml.safe_load(cfg_file.read_text()) or {}
         self.raw_config = raw
-        self.project = raw.get("project")
-        if not self.project:
+        project = raw.get("project")
+        if not project:
             raise ConfigError(f"{cfg_file}: no project")
+        self.project: str = project
         online = raw.get("online_store", {"type": "sqlite"})
         self.online_type = online if isinstance(online, str) else online.get("type", "sqlite")
         self.namespace = f"feast://{self.project}"

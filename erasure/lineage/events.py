@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal, NoReturn, overload
 
 from ..errors import MalformedEventError
 
@@ -90,10 +90,14 @@ class Rejected:
         return f"{self.file}:{self.line}: {self.reason}"
 
 
-def _fail(msg: str) -> None:
+def _fail(msg: str) -> NoReturn:
     raise MalformedEventError(msg)
 
 
+@overload
+def _str(obj: dict, key: str, where: str, required: Literal[True] = True) -> str: ...
+@overload
+def _str(obj: dict, key: str, where: str, required: bool) -> str | None: ...
 def _str(obj: dict, key: str, where: str, required: bool = True) -> str | None:
     v = obj.get(key)
     if v is None:
@@ -318,7 +322,9 @@ def read_event_file(path: Path) -> Iterator[tuple[int, Any]]:
 
 def parse_file(path: Path, lenient: bool = False) -> tuple[list[LineageEvent], list[Rejected], list[str]]:
     """All events of a file, the rejected ones with file and line, and lenient-mode warnings."""
-    events, rejected, warnings = [], [], []
+    events: list[LineageEvent] = []
+    rejected: list[Rejected] = []
+    warnings: list[str] = []
     for lineno, item in read_event_file(path):
         if isinstance(item, json.JSONDecodeError):
             rejected.append(Rejected(str(path), lineno, f"invalid JSON: {item.msg}"))

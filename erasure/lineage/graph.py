@@ -63,8 +63,9 @@ class LineageGraph:
                         data["has_column_lineage"] = True
                     for col, srcs in d.column_lineage:
                         bucket = data["column_lineage"].setdefault(col, set())
-                        for s in srcs:
-                            bucket.add((self.canonical((s.namespace, s.name)), s.field, s.kind))
+                        for src in srcs:
+                            bucket.add((self.canonical((src.namespace, src.name)), src.field,
+                                        src.kind))
                     if job:
                         if side == "in":
                             self.g.add_edge(node, job)
@@ -154,11 +155,12 @@ def trace_subject_keys(graph: LineageGraph, roots: list[tuple[DatasetId, str]],
         trace.unresolved.pop(k.dataset, None)
         for job, out in graph.downstream(k.dataset):
             if out in overrides:
-                col, exclude = overrides[out]
+                override_col, exclude = overrides[out]
                 if exclude:
                     trace.out_of_scope[out] = f"excluded by configuration: {exclude}"
-                elif col:
-                    queue.append(KeyedDataset(out, col, "override", (k.dataset, k.column), job))
+                elif override_col:
+                    queue.append(KeyedDataset(out, override_col, "override", (k.dataset, k.column),
+                                              job))
                 continue
             info = graph.info(out)
             hits: dict[str, set[str]] = {}

@@ -159,10 +159,10 @@ def _verify_report(path: Path, root_pem: Path | None, rebuild) -> ReportVerifica
         chain_ok = (bool(roots) and getattr(status, "trust_problem_indic", None) is None
                     and getattr(status, "validation_path", None) is not None)
         rep.add("signer-trusted", chain_ok,
-                f"chains to the pinned root {fingerprint(root_pem)}" if chain_ok
+                f"chains to the pinned root {fingerprint(root_pem)}" if chain_ok and root_pem
                 else "does not chain to the pinned root" if roots else "no root certificate given")
         rep.add("covers-whole-file", status.coverage == SignatureCoverageLevel.ENTIRE_FILE,
-                f"coverage {status.coverage.name}")
+                f"coverage {status.coverage.name if status.coverage else 'unknown'}")
         try:
             # the evidence as signed: read from the signed revision, not a later one
             root = reader.get_historical_root(sigs[0].signed_revision)
