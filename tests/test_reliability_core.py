@@ -158,6 +158,9 @@ def test_object_store_table_is_never_reported_verified(s3_server, tmp_path, caps
     assert code == 0, lake.last_err
     [t] = plan["targets"]
     assert t["rows"] == 2 and t["not_verified"], t
+    # what the purge will do there is said, not claimed as done ("change data removed")
+    assert "not verified" in t["residue_after"]["note"]
+    assert "change data removed" not in t["residue_after"]["note"]
     assert plan["totals"]["not_verified"] == 1
     code, sub = lake.cli_json(capsys, "request", "submit", "--subject-id", "42")
     rid = sub["request_id"]

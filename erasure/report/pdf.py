@@ -152,7 +152,8 @@ def render(evidence: dict[str, Any], root_fingerprint: str, out: Path) -> None:
     verdict = (f"<b>{status}.</b> The subject's data reached {reach}. "
                f"{n_verified} of {n_systems} were verified erased"
                + (" (model versions flagged for retraining)" if kinds.get("mlflow") else "")
-               + f", last at {max((steps[(_key(t), 'verify')]['ts'] for t in verified), default='-')}."
+               + (f", last at {max(steps[(_key(t), 'verify')]['ts'] for t in verified)}."
+                  if verified else ".")
                + (f" <b>{len(unchecked)} could not be verified</b> (see the last section)."
                   if unchecked else ""))
     if req["status"] == "not_found":
