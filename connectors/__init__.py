@@ -13,7 +13,10 @@ from .base import Connector, ConnectorRegistry
 if TYPE_CHECKING:
     from erasure.config import Config
 
-__all__ = ["Connector", "ConnectorRegistry", "config_sections", "default_registry"]
+    from .base import Presentation
+
+__all__ = ["Connector", "ConnectorRegistry", "config_sections", "default_registry",
+           "presentations"]
 
 
 def config_sections() -> dict[str, tuple[Any, Callable[[], Any]]]:
@@ -30,6 +33,18 @@ def config_sections() -> dict[str, tuple[Any, Callable[[], Any]]]:
         "feast": (list[FeastRepoEntry], list),             # [[feast]]
         "mlflow": (Optional[MlflowConfig], lambda: None),  # [mlflow]
     }
+
+
+def presentations() -> dict[str, Presentation]:
+    """How each connector shown here presents its systems, by connector name, without a
+    config (a report is drawn from recorded evidence). Imports no connector library."""
+    from .delta import DeltaConnector
+    from .feast import FeastConnector
+    from .mlflow import MlflowConnector
+    from .parquet import ParquetConnector
+
+    return {c.name: c.presentation
+            for c in (DeltaConnector, ParquetConnector, FeastConnector, MlflowConnector)}
 
 
 def default_registry(config: Config) -> ConnectorRegistry:

@@ -5,12 +5,31 @@ guarded with `live_rows` and `rows_written_since`), purge (`purge`, after `histo
 copied to the ledger), verify (`count` again). What a connector cannot do it declares in
 `Capabilities`, and the plan says so; it never returns a silent zero for an unsupported
 operation.
+
+Optional capabilities are typed protocols below, and the core discovers them in one of two
+ways, never by probing attribute names:
+- a capability that adds a method of its own (`DerivesTargets.derive_targets`,
+  `VerifiesItself.verify`, `FileVersions.file_versions`) is a `runtime_checkable` protocol,
+  found with `isinstance(conn, DerivesTargets)`;
+- a capability that only changes how the core calls the core methods (the provenance
+  context, `ProvenanceAware`: `count`, `live_rows`, `erase` and `verify` take the keywords of
+  `ProvenanceContext`) is declared as data, `Capabilities.provenance_context`, because an
+  `isinstance` check cannot see keyword arguments.
+
+How a connector's systems are shown (the plan's detail lines, the report's kind labels,
+action, table rows and colour) is its `presentation`, a `Presentation`; the core has no
+connector name in it. `Target.key_suffix` is the connector's part of a target's key (MLflow:
+one model version trained on several datasets is one target per dataset), fixed at plan time.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence, TypedDict, cast, runtime_checkable
+
+if TYPE_CHECKING:
+    from erasure.lineage.graph import LineageGraph
+    from erasure.planning import ResolvedTarget
 
 
 @dataclass(frozen=True)
@@ -23,6 +42,8 @@ class Capabilities:
     traceable_attempts: bool    # can tell what an interrupted earlier attempt already deleted
     erase_order: int = 0        # lower first: sources before the stores materialized from them
     notes: tuple[str, ...] = ()
+    # count, live_rows, erase and verify take the ProvenanceContext keywords (ProvenanceAware)
+    provenance_context: bool = False
 
 
 @dataclass
@@ -60,9 +81,64 @@ class PurgeResult:
     notes: list[str] = field(default_factory=list)
 
 
+def last_parts(name: str) -> str:
+    """A path-like name shortened to its last two parts (`/lake/bronze/users` -> `bronze/users`)."""
+    if "/" in name:
+        return "/".join([p for p in name.split("/") if p][-2:])
+    return name
+
+
+@dataclass(frozen=True)
+class Presentation:
+    """How a connector's systems are shown: in the plan (`plan_lines`) and in the report
+    (kind labels, action, colour, table cells). A connector that shows its targets
+    differently subclasses this and overrides the methods."""
+
+    kind: str                   # one system, "Delta Lake table"
+    kinds: str                  # several, "Delta Lake tables" (also the report's section title)
+    action: str = "erased"      # the report's Action column
+    color: str = "#9a9a9a"      # the report's lineage picture
+    path_names: bool = False    # names are paths: the report shows their last two parts
+    verdict_note: str = ""      # added to the report's verdict when the subject reached one
+
+    @classmethod
+    def default(cls, connector: str) -> "Presentation":
+        """For a connector name no installed connector has (an old ledger, say)."""
+        return cls(f"{connector} dataset", f"{connector} datasets")
+
+    def short(self, name: str) -> str:
+        return last_parts(name) if self.path_names else name
+
+    def plan_lines(self, t: dict[str, Any]) -> list[str]:
+        """The dry run's detail lines for one target of the plan's JSON (`Target` as dict)."""
+        version = "" if t["table_version"] is None else f", table version {t['table_version']}"
+        lines = [f"rows {t['rows']}, files to rewrite {len(t['files'])}{version}"]
+        if t["residue_now"]:
+            more = "…" if len(t["residue_now"]) > 2 else ""
+            lines.append(f"residue now: {len(t['residue_now'])} files "
+                         f"({', '.join(t['residue_now'][:2])}{more})")
+        return lines
+
+    def report_cells(self, t: dict[str, Any], erase: dict[str, Any], purge: dict[str, Any],
+                     verify: dict[str, Any]) -> tuple[Any, Any, str]:
+        """The report row's (rows before, rows after, versions) for a plan target and its
+        recorded erase, purge and verify steps (empty dicts when not recorded)."""
+        before = erase.get("rows_live_before", t["rows"])
+        after = verify.get("rows_remaining", "-")
+        versions = ("-" if erase.get("version_before") is None else
+                    f"{erase.get('version_before')} → {erase.get('version_after')}"
+                    + (f", purge → {purge['version_after']}"
+                       if purge.get("version_after") is not None else ""))
+        return before, after, versions
+
+
 class Connector(Protocol):
     name: str
     capabilities: Capabilities
+
+    @property
+    def presentation(self) -> Presentation:
+        """How its systems are shown (a class attribute in the connectors here)."""
 
     def handles(self, namespace: str, name: str) -> bool: ...
 
@@ -95,6 +171,71 @@ class Connector(Protocol):
         """What remains once erased in this residue mode, and until when."""
 
 
+# ---- optional capabilities ---------------------------------------------------------------
+@runtime_checkable
+class DerivesTargets(Protocol):
+    """Targets derived from other datasets' targets (feature views fed by a table, model
+    versions trained on it): called once per plan, after the lineage trace."""
+
+    def derive_targets(self, graph: LineageGraph, dataset_targets: list[ResolvedTarget],
+                       unresolved: list[dict[str, str]]
+                       ) -> tuple[list[ResolvedTarget], list[dict[str, str]], list[dict[str, str]]]:
+        """(more targets, more unresolved, untouched); may also edit `unresolved` in place."""
+        ...
+
+
+class ProvenanceContext(TypedDict, total=False):
+    """What the core passes a provenance-aware connector besides the keys."""
+
+    derived: dict[str, Any] | None          # the target's derived_from
+    requests: dict[Any, list[str]]          # key value -> request ids erased together
+    planned: dict[Any, int]                 # key value -> rows the plan measured
+
+
+class ProvenanceAware(Protocol):
+    """A connector with `Capabilities.provenance_context`: at plan time `count` gets
+    `derived`; the runner's `live_rows`, `erase` and `verify` get the whole context."""
+
+    def count(self, namespace: str, name: str, column: str, values: Sequence[Any],
+              with_residue: bool = True, derived: dict | None = None) -> TargetCount: ...
+
+    def live_rows(self, namespace: str, name: str, column: str, values: Sequence[Any],
+                  derived: dict | None = None, requests: dict[Any, list[str]] | None = None,
+                  planned: dict[Any, int] | None = None) -> dict[Any, int]: ...
+
+    def erase(self, namespace: str, name: str, column: str, values: Sequence[Any], tag: str,
+              derived: dict | None = None, requests: dict[Any, list[str]] | None = None,
+              planned: dict[Any, int] | None = None) -> EraseResult: ...
+
+
+@runtime_checkable
+class VerifiesItself(Protocol):
+    """Its own proof instead of a recount (MLflow: the retrain flag). Problems per key."""
+
+    def verify(self, namespace: str, name: str, column: str, values: Sequence[Any],
+               derived: dict[str, Any] | None, requests: dict[Any, list[str]],
+               planned: dict[Any, int] | None = None,
+               erased_versions: dict[str, int] | None = None) -> dict[Any, list[str]]: ...
+
+
+@runtime_checkable
+class FileVersions(Protocol):
+    """The version that added each data file: a sweep dates when a subject came back."""
+
+    def file_versions(self, namespace: str, name: str,
+                      paths: Sequence[str]) -> dict[str, int]: ...
+
+
+def count_target(conn: Connector, namespace: str, name: str, column: str,
+                 values: Sequence[Any], with_residue: bool,
+                 derived: dict[str, Any] | None) -> TargetCount:
+    """`count`, with the target's provenance for a connector that declares it wants it."""
+    if conn.capabilities.provenance_context:
+        return cast(ProvenanceAware, conn).count(namespace, name, column, values,
+                                                 with_residue=with_residue, derived=derived)
+    return conn.count(namespace, name, column, values, with_residue=with_residue)
+
+
 class ConnectorRegistry:
     def __init__(self, connectors: Sequence[Connector]):
         self.connectors: list[Connector] = list(connectors)
@@ -110,3 +251,10 @@ class ConnectorRegistry:
             if c.name == name:
                 return c
         raise KeyError(name)
+
+    def presentation(self, name: str) -> Presentation:
+        """How the connector named `name` shows its systems (a default for an unknown name)."""
+        for c in self.connectors:
+            if c.name == name:
+                return c.presentation
+        return Presentation.default(name)

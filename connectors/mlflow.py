@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Sequence, cast
 
 from erasure.errors import ErasureError, UnknownDatasetError
 
-from .base import Capabilities, EraseResult, PurgeResult, TargetCount
+from .base import Capabilities, EraseResult, Presentation, PurgeResult, TargetCount, last_parts
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -60,6 +60,25 @@ class ModelVersionRef:
     aliases: list[str] = field(default_factory=list)
 
 
+class MlflowPresentation(Presentation):
+    def plan_lines(self, t: dict[str, Any]) -> list[str]:
+        d, src = t.get("details", {}), t.get("derived_from") or {}
+        aliases = ", ".join(d.get("aliases") or []) or "none"
+        learned = "learned from the subject" if t["rows"] else "did not see the subject"
+        return [f"trained on {src.get('name')} version {src.get('dataset_version')} "
+                f"({learned}); aliases: {aliases}"] + super().plan_lines(t)[1:]
+
+    def report_cells(self, t: dict[str, Any], erase: dict[str, Any], purge: dict[str, Any],
+                     verify: dict[str, Any]) -> tuple[Any, Any, str]:
+        src = t.get("derived_from") or {}
+        v = src.get("dataset_version")
+        versions = (f"trained on {last_parts(src.get('name', ''))} "
+                    + (f"v{v}" if v is not None else "(version not logged)"))
+        return ("in training data" if t["rows"] else "not in training data",
+                "flagged" if verify.get("kind") == "step.completed" and t["rows"] else "-",
+                versions)
+
+
 def dataset_identity(text: str) -> tuple[str, str] | None:
     """A dataset identity from an MLflow dataset source path or uri."""
     if not text:
@@ -84,9 +103,11 @@ class MlflowConnector:
         physical_purge=False, residue_scan=False, batch=True, traceable_attempts=True,
         erase_order=-10,
         notes=("flags model versions for retraining; deletes nothing from MLflow",
-               "models trained outside MLflow, or without logged inputs, cannot be found"))
-
-    wants_context = True   # the runner passes derived_from and request ids
+               "models trained outside MLflow, or without logged inputs, cannot be found"),
+        provenance_context=True)   # the runner passes derived_from and request ids
+    presentation = MlflowPresentation("MLflow model version", "MLflow model versions",
+                                      "flagged for retraining", color="#7a4fa8",
+                                      verdict_note="model versions flagged for retraining")
 
     def __init__(self, settings: MlflowSettings, registry: ConnectorRegistry | None = None):
         self.settings = settings

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 from erasure.errors import UnknownDatasetError
 
-from .base import Capabilities, EraseResult, PurgeResult, TargetCount
+from .base import Capabilities, EraseResult, Presentation, PurgeResult, TargetCount
 from .keymatch import comparable, key_counts, key_mask
 
 
@@ -40,6 +40,8 @@ class ParquetConnector:
         physical_purge=False, residue_scan=True, batch=True, traceable_attempts=False,
         erase_order=0,
         notes=("files are rewritten in place by atomic rename; Parquet keeps no old versions",))
+    presentation = Presentation("Parquet file", "Parquet files", "files rewritten without the rows",
+                                color="#4a8f5a", path_names=True)
 
     def path(self, namespace: str, name: str) -> Path | None:
         if namespace != "file" or not name.startswith("/"):

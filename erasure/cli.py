@@ -12,6 +12,8 @@ import typer
 from .errors import ExitCode
 
 if TYPE_CHECKING:       # annotations only: --help imports nothing of the engine
+    from connectors.base import ConnectorRegistry
+
     from .engine import Engine
     from .ledger import Ledger
 
@@ -121,30 +123,12 @@ def lineage_show(as_json: bool = typer.Option(False, "--json")):
 
 
 # ---- plan -------------------------------------------------------------------------
-def _print_plan(p: dict) -> None:
+def _print_plan(p: dict, registry: ConnectorRegistry) -> None:
     typer.echo(f"Dry run for subject {p['subject']['hmac'][:16]}… (HMAC); nothing was changed.")
     for t in p["targets"]:
         typer.echo(f"  {t['connector']:7} {t['name']}  [{t['column']}: {t['key_type']}, {t['how']}]")
-        if t["connector"] == "mlflow":
-            d, src = t.get("details", {}), t.get("derived_from") or {}
-            aliases = ", ".join(d.get("aliases") or []) or "none"
-            learned = "learned from the subject" if t["rows"] else "did not see the subject"
-            typer.echo(f"          trained on {src.get('name')} version "
-                       f"{src.get('dataset_version')} ({learned}); aliases: {aliases}")
-        elif t["connector"] == "feast":
-            d = t.get("details", {})
-            typer.echo(f"          {d.get('online_store')} online keys present {t['rows']}; "
-                       f"offline rows Feast reads {d.get('offline_rows_feast_reads')}")
-            for key in ("warning", "note"):
-                if d.get(key):
-                    typer.echo(f"          {key}: {d[key]}")
-        else:
-            version = "" if t["table_version"] is None else f", table version {t['table_version']}"
-            typer.echo(f"          rows {t['rows']}, files to rewrite {len(t['files'])}{version}")
-        if t["residue_now"] and t["connector"] != "feast":
-            more = "…" if len(t["residue_now"]) > 2 else ""
-            typer.echo(f"          residue now: {len(t['residue_now'])} files "
-                       f"({', '.join(t['residue_now'][:2])}{more})")
+        for line in registry.presentation(t["connector"]).plan_lines(t):   # the connector's
+            typer.echo(f"          {line}")
         for why in t.get("not_verified") or []:
             typer.echo(f"          NOT VERIFIABLE: {why}")
         ra = t["residue_after"]
@@ -174,7 +158,7 @@ def plan(subject_id: str = typer.Option(..., "--subject-id", help="The subject's
     eng = _engine()
     hm = eng.keys.subject_hmac(subject_id)
     p = plan_erasures(eng.config, eng.graph(), eng.registry, [(hm, subject_id)])[0]
-    _emit(p.to_json(), as_json, _print_plan)
+    _emit(p.to_json(), as_json, lambda d: _print_plan(d, eng.registry))
 
 
 # ---- requests ---------------------------------------------------------------------

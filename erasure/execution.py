@@ -11,7 +11,9 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+
+from connectors.base import ProvenanceContext, VerifiesItself, count_target
 
 from .errors import ConnectorError, ErasureError, GuardTripped, InputError, RetryableError
 from .planning import Target, plan_erasures
@@ -19,6 +21,8 @@ from .requests import RequestState, load_state
 from .subject import coerce_subject_id, redact, short
 
 if TYPE_CHECKING:
+    from connectors.base import Connector
+
     from .engine import Engine
 
 log = logging.getLogger("erasure.run")
@@ -109,9 +113,9 @@ class Runner:
             st.tags.setdefault((m.target.key, phase), set()).add(body["tag"])
 
     @staticmethod
-    def _context(conn, members: list[Member]) -> dict[str, Any]:
+    def _context(conn: Connector, members: list[Member]) -> ProvenanceContext:
         """What a connector that records provenance (MLflow flags) needs besides the keys."""
-        if not getattr(conn, "wants_context", False):
+        if not conn.capabilities.provenance_context:
             return {}
         requests: dict[Any, list[str]] = {}
         planned: dict[Any, int] = {}
@@ -248,7 +252,7 @@ class Runner:
                              version_after=res.version_after,
                              time_travel_lost_before_version=res.version_after)
 
-    def _verify(self, conn, members: list[Member], phase: str = "verify") -> None:
+    def _verify(self, conn: Connector, members: list[Member], phase: str = "verify") -> None:
         t = members[0].target
         pending = [m for m in members
                    if phase == "reverify"
@@ -256,20 +260,18 @@ class Runner:
         if not pending:
             return
         values = list(dict.fromkeys(m.value for m in pending))
-        if hasattr(conn, "verify"):    # a connector with its own proof (MLflow: the flag)
-            problems = conn.verify(t.namespace, t.name, t.column, values,
-                                   **self._context(conn, pending),
-                                   erased_versions=self._erased_versions(pending))
+        if isinstance(conn, VerifiesItself):   # its own proof (MLflow: the flag)
+            found = conn.verify(t.namespace, t.name, t.column, values,
+                                **self._context(conn, pending),
+                                erased_versions=self._erased_versions(pending))
             with self.ledger.transaction():
                 for m in pending:
-                    self._record_verification(m, phase, problems.get(m.value, []), dict(
+                    self._record_verification(m, phase, found.get(m.value, []), dict(
                         verified_at=_now(), rows_remaining=0, residue=[],
                         residue_mode=t.residue_after.get("mode"), residue_until=None))
             return
-        counted = conn.count(t.namespace, t.name, t.column, values, with_residue=True,
-                             **({"derived": t.derived_from}
-                                if getattr(conn, "wants_context", False) else {}))
-        unchecked = list(getattr(counted, "not_verified", []) or [])
+        counted = count_target(conn, t.namespace, t.name, t.column, values, True, t.derived_from)
+        unchecked = list(counted.not_verified)
         # residue is tolerated only where the plan said it would remain (keep-history)
         strict = t.residue_after.get("mode") != "keep-history"
         with self.ledger.transaction():
@@ -284,7 +286,7 @@ class Runner:
                     problems.append(f"{len(live_files)} live files still hold the subject's rows")
                 if strict and residue:
                     problems.append(f"residue in {len(residue)} files: {', '.join(residue[:3])}")
-                until = (conn.residue_after(t.residue_after.get("mode"), t.namespace,
+                until = (conn.residue_after(cast(str, t.residue_after.get("mode")), t.namespace,
                                             t.name).get("until") if residue else None)
                 self._record_verification(m, phase, problems, dict(
                     rows_remaining=rows, live_files=live_files, residue=residue,

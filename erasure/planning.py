@@ -137,8 +137,10 @@ def resolve_targets(config: Config, graph: LineageGraph, registry: ConnectorRegi
                    "job": f"{k.job[0]}:{k.job[1]}" if k.job else None}
         targets.append(ResolvedTarget(ns, name, conn, k.column, typ, k.how, via))
     # stores fed by those datasets (feature views): connectors that derive their targets
+    from connectors.base import DerivesTargets
+
     for conn in registry.connectors:
-        if hasattr(conn, "derive_targets"):
+        if isinstance(conn, DerivesTargets):
             try:
                 more, more_unresolved, left = conn.derive_targets(graph, list(targets), unresolved)
             except ErasureError:
@@ -172,6 +174,8 @@ def residue_after(config: Config, t: ResolvedTarget) -> dict[str, Any]:
 def plan_erasures(config: Config, graph: LineageGraph, registry: ConnectorRegistry,
                   subjects: list[tuple[str, str]], with_residue: bool = True) -> list[Plan]:
     """One plan per subject (hmac, raw id), measured in one pass per dataset."""
+    from connectors.base import count_target
+
     untouched: list[dict] = []
     targets, unresolved, out_of_scope = resolve_targets(config, graph, registry, untouched)
     values = typed_values(targets, subjects)
@@ -180,9 +184,8 @@ def plan_erasures(config: Config, graph: LineageGraph, registry: ConnectorRegist
     for i, t in enumerate(targets):
         vals = [values[(i, hm)] for hm, _ in subjects]
         try:
-            extra = {"derived": t.derived_from} if getattr(t.connector, "wants_context", False) else {}
-            counted = t.connector.count(t.namespace, t.name, t.column, list(dict.fromkeys(vals)),
-                                        with_residue=with_residue, **extra)
+            counted = count_target(t.connector, t.namespace, t.name, t.column,
+                                   list(dict.fromkeys(vals)), with_residue, t.derived_from)
         except ErasureError:
             raise
         except Exception as exc:   # the library's error, translated once, keys redacted

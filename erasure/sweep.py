@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from connectors.base import FileVersions
+
 from .errors import ExitCode
 from .planning import plan_erasures
 from .requests import load_state, submit
@@ -91,7 +93,7 @@ def run_sweep(engine: Engine, fix: bool = False) -> SweepResult:
                 before = {x.key for x in (st.plan.targets if st.plan else [])}
                 f = _finding(st, t, t.key not in before, st.erased_versions(),
                              engine.registry.get(t.connector))
-                if f is None and t.connector == "mlflow" and t.details.get("flagged"):
+                if f is None and _erased_by_flag(t) and t.details.get("flagged"):
                     res.open_model_flags.append({"request_id": st.request_id,
                                                  "model_version": t.name})
                 if f is not None:
@@ -127,12 +129,18 @@ def run_sweep(engine: Engine, fix: bool = False) -> SweepResult:
     return res
 
 
+def _erased_by_flag(t) -> bool:
+    """A target whose erasure is a flag (a model version to retrain), not a delete: its
+    connector says so in the plan (`residue_after` mode "flag")."""
+    return t.residue_after.get("mode") == "flag"
+
+
 def _finding(st, t, new_target: bool, erased: dict[str, int],
              conn=None) -> dict[str, Any] | None:
     base = {"request_id": st.request_id, "subject": short(st.subject_hmac),
             "connector": t.connector, "namespace": t.namespace, "name": t.name,
             "column": t.column, "new_since_erasure": new_target}
-    if t.connector == "mlflow":
+    if _erased_by_flag(t):
         if t.rows and not t.details.get("flagged"):
             return {**base, "kind": "model trained on the subject's data is not flagged",
                     "rows": t.rows, "dataset": (t.derived_from or {}).get("name"),
@@ -147,12 +155,12 @@ def _finding(st, t, new_target: bool, erased: dict[str, int],
     residue = t.residue_now if strict else []
     if residue:
         kinds.append("residue")
-    if t.connector == "feast" and t.details.get("served_by_get_online_features"):
+    if t.details.get("served_by_get_online_features"):   # an online store (Feast) serves it
         kinds.append("served online")
     if not kinds:
         return None
     since = None
-    if conn is not None and hasattr(conn, "file_versions") and t.files:
+    if isinstance(conn, FileVersions) and t.files:
         versions = conn.file_versions(t.namespace, t.name, t.files)
         since = min(versions.values()) if versions else None
     return {**base, "kind": ", ".join(kinds), "rows": t.rows, "files": t.files[:20],

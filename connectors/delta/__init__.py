@@ -25,7 +25,7 @@ from urllib.parse import unquote
 from erasure.config import DeltaSettings
 from erasure.errors import ConflictRetriesExhausted, ErasureFailed, UnknownDatasetError
 
-from ..base import Capabilities, EraseResult, PurgeResult, TargetCount
+from ..base import Capabilities, EraseResult, Presentation, PurgeResult, TargetCount
 from . import logclean
 from .residue import FolderScan, scan_table_folder
 from .sql import count_by_key_sql, quote_ident
@@ -54,6 +54,9 @@ class DeltaConnector:
         erase_order=0,
         notes=("residue scan covers local tables only; object-store tables are erased and "
                "purged but their folder is not listed",))
+    presentation = Presentation("Delta Lake table", "Delta Lake tables",
+                                "rows deleted, files rewritten; residue purged",
+                                color="#2f6fb0", path_names=True)
 
     def __init__(self, settings: DeltaSettings | None = None,
                  before_commit: Callable[[str, int], None] | None = None,

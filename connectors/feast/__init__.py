@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from erasure.errors import UnknownDatasetError
 
-from ..base import Capabilities, EraseResult, PurgeResult, TargetCount
+from ..base import Capabilities, EraseResult, Presentation, PurgeResult, TargetCount
 from .keys import KEY_TYPES, FeatureViewInfo, FeastRepo
 
 if TYPE_CHECKING:
@@ -28,6 +28,18 @@ if TYPE_CHECKING:
 
 SUPPORTED_ONLINE = ("sqlite", "redis")
 CHUNK = 500
+
+
+class FeastPresentation(Presentation):
+    def plan_lines(self, t: dict[str, Any]) -> list[str]:
+        """Online keys and offline rows; residue is said by the online/offline lines."""
+        d = t.get("details", {})
+        lines = [f"{d.get('online_store')} online keys present {t['rows']}; "
+                 f"offline rows Feast reads {d.get('offline_rows_feast_reads')}"]
+        for key in ("warning", "note"):
+            if d.get(key):
+                lines.append(f"{key}: {d[key]}")
+        return lines
 
 
 class FeastConnector:
@@ -38,6 +50,8 @@ class FeastConnector:
         notes=("runs after the offline sources are erased and purged, so a materialize "
                "cannot restore the subject",
                "online stores supported: sqlite, redis; others are reported unsupported"))
+    presentation = FeastPresentation("Feast feature view", "Feast feature views",
+                                     "online entity rows deleted", color="#b0702f")
 
     def __init__(self, repos: Sequence[Path]):
         self.repos = [FeastRepo(Path(r)) for r in repos]

@@ -1,25 +1,18 @@
 """The proof-of-erasure PDF (reportlab): page one answers the auditor's question, then the
-lineage picture, then one table per kind of system, then what remains and why."""
+lineage picture, then one table per kind of system, then what remains and why.
+
+Everything that differs by system (kind labels, action, colour, the table's cells) comes
+from the connector's `Presentation` (connectors/base.py), looked up by the connector name
+recorded in the evidence; a name no installed connector has gets `Presentation.default`."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-KIND = {"delta": "Delta Lake tables", "parquet": "Parquet files",
-        "feast": "Feast feature views", "mlflow": "MLflow model versions"}
-COLORS = {"delta": "#2f6fb0", "parquet": "#4a8f5a", "feast": "#b0702f", "mlflow": "#7a4fa8"}
-ACTION = {"delta": "rows deleted, files rewritten; residue purged",
-          "parquet": "files rewritten without the rows",
-          "feast": "online entity rows deleted",
-          "mlflow": "flagged for retraining"}
+from connectors.base import Presentation, last_parts
 
-
-def short(name: str, connector: str) -> str:
-    if connector in ("delta", "parquet") and "/" in name:
-        parts = [p for p in name.split("/") if p]
-        return "/".join(parts[-2:])
-    return name
+GREY = "#9a9a9a"   # out of scope, unresolved
 
 
 def _steps(evidence: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -40,10 +33,6 @@ def _esc(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _kind(connector: str) -> str:
-    return KIND.get(connector, f"{connector} datasets")
-
-
 def _key(t: dict[str, Any]) -> str:
     base = f"{t['connector']}|{t['namespace']}|{t['name']}|{t['column']}"
     if t["how"] == "trained_on" and t.get("derived_from"):
@@ -51,12 +40,14 @@ def _key(t: dict[str, Any]) -> str:
     return base
 
 
-def lineage_drawing(evidence: dict[str, Any], width: float):
+def lineage_drawing(evidence: dict[str, Any], width: float,
+                    shown: Mapping[str, Presentation] | None = None):
     """Systems the subject's data reached, left to right from the roots. One box per
     system (a model trained on two datasets is one box with two incoming edges)."""
     from reportlab.graphics.shapes import Drawing, Line, Rect, String
     from reportlab.lib import colors
 
+    shown = shown or {}
     plan = evidence["plan"] or {"targets": [], "out_of_scope": [], "unresolved": []}
     kind_of: dict[str, str] = {}
     edges: set[tuple[str, str]] = set()
@@ -100,9 +91,9 @@ def lineage_drawing(evidence: dict[str, Any], width: float):
             y = height - 20 - (i + 1) * (box_h + gap) + gap
             pos[n] = (x, y)
             kind = kind_of[n]
-            fill = colors.HexColor(COLORS.get(kind, "#9a9a9a"))
+            fill = colors.HexColor(shown[kind].color if kind in shown else GREY)
             drawing.add(Rect(x, y, box_w, box_h, rx=4, ry=4, fillColor=fill, strokeColor=fill))
-            drawing.add(String(x + 5, y + box_h - 12, short(n, "delta")[:30],
+            drawing.add(String(x + 5, y + box_h - 12, last_parts(n)[:30],
                                fontName="Helvetica-Bold", fontSize=7, fillColor=colors.white))
             drawing.add(String(x + 5, y + 5, kind, fontName="Helvetica", fontSize=6.5,
                                fillColor=colors.white))
@@ -114,7 +105,9 @@ def lineage_drawing(evidence: dict[str, Any], width: float):
     return drawing
 
 
-def render(evidence: dict[str, Any], root_fingerprint: str, out: Path) -> None:
+def render(evidence: dict[str, Any], root_fingerprint: str, out: Path,
+           presentations: Mapping[str, Presentation] | None = None) -> None:
+    """`presentations`: by connector name (default: every connector's, `connectors.presentations`)."""
     from reportlab.lib import colors
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
@@ -122,6 +115,13 @@ def render(evidence: dict[str, Any], root_fingerprint: str, out: Path) -> None:
     from reportlab.platypus import (KeepTogether, PageBreak, Paragraph, SimpleDocTemplate,
                                     Spacer, Table, TableStyle)
 
+    if presentations is None:
+        from connectors import presentations as known
+
+        presentations = known()
+    shown = dict(presentations)
+    for x in (evidence["plan"] or {"targets": []})["targets"]:
+        shown.setdefault(x["connector"], Presentation.default(x["connector"]))
     ss = getSampleStyleSheet()
     body = ParagraphStyle("body", parent=ss["Normal"], fontSize=9.5, leading=12.5)
     small = ParagraphStyle("small", parent=body, fontSize=7.5, leading=9.5)
@@ -145,13 +145,13 @@ def render(evidence: dict[str, Any], root_fingerprint: str, out: Path) -> None:
     for t in targets:
         systems.setdefault(t["connector"], set()).add(t["name"])
     kinds = {k: len(v) for k, v in systems.items()}
-    reach = ", ".join(f"{n} {_kind(k) if n > 1 else _kind(k)[:-1]}"
+    reach = ", ".join(f"{n} {shown[k].kinds if n > 1 else shown[k].kind}"
                       for k, n in kinds.items()) or "no system"
     n_systems = sum(kinds.values())
     n_verified = len({t["name"] for t in verified})
     verdict = (f"<b>{status}.</b> The subject's data reached {reach}. "
                f"{n_verified} of {n_systems} were verified erased"
-               + (" (model versions flagged for retraining)" if kinds.get("mlflow") else "")
+               + "".join(f" ({shown[k].verdict_note})" for k in kinds if shown[k].verdict_note)
                + (f", last at {max(steps[(_key(t), 'verify')]['ts'] for t in verified)}."
                   if verified else ".")
                + (f" <b>{len(unchecked)} could not be verified</b> (see the last section)."
@@ -208,10 +208,11 @@ def render(evidence: dict[str, Any], root_fingerprint: str, out: Path) -> None:
                         "where subject identifiers originate (left) to the copies, feature "
                         "views and models derived from them. Grey boxes were out of scope or "
                         "unresolved.", body), Spacer(1, 3 * mm),
-              lineage_drawing(evidence, 174 * mm)]
+              lineage_drawing(evidence, 174 * mm, shown)]
 
-    for kind in dict.fromkeys([*KIND, *(x["connector"] for x in targets)]):
-        title = _kind(kind)
+    for kind in dict.fromkeys([*presentations, *(x["connector"] for x in targets)]):
+        pres = shown[kind]
+        title = pres.kinds
         group = [x for x in targets if x["connector"] == kind]
         if not group:
             continue
@@ -221,25 +222,14 @@ def render(evidence: dict[str, Any], root_fingerprint: str, out: Path) -> None:
             er = steps.get((_key(x), "erase"), {})
             pu = steps.get((_key(x), "purge"), {})
             ve = steps.get((_key(x), "verify"), {})
-            before = er.get("rows_live_before", x["rows"])
-            after = ve.get("rows_remaining", "-")
-            versions = ("-" if er.get("version_before") is None else
-                        f"{er.get('version_before')} → {er.get('version_after')}"
-                        + (f", purge → {pu['version_after']}" if pu.get("version_after") is not None else ""))
-            if kind == "mlflow":
-                src = x.get("derived_from") or {}
-                v = src.get("dataset_version")
-                versions = (f"trained on {short(src.get('name', ''), 'delta')} "
-                            + (f"v{v}" if v is not None else "(version not logged)"))
-                before, after = ("in training data" if x["rows"] else "not in training data",
-                                 "flagged" if ve.get("kind") == "step.completed" and x["rows"] else "-")
+            before, after, versions = pres.report_cells(x, er, pu, ve)
             residue = ("purged: " + ", ".join(f"{pu[k]} {k.replace('_', ' ')}" for k in
                                               ("files_removed", "log_files_removed") if pu.get(k))
                        if pu.get("kind") == "step.completed" and not pu.get("skipped") else
                        "; ".join(ve.get("residue") or []) or x["residue_after"].get("note", "-"))
             ok = _verified(ve)
-            data.append([Paragraph(short(x["name"], kind), small),
-                         Paragraph(ACTION.get(kind, "erased"), small),
+            data.append([Paragraph(pres.short(x["name"]), small),
+                         Paragraph(pres.action, small),
                          Paragraph(f"{before} / {after}", small),
                          Paragraph(versions, small), Paragraph(residue, small),
                          Paragraph(("<font color='#1a7f37'>yes</font> " if ok else
@@ -260,14 +250,14 @@ def render(evidence: dict[str, Any], root_fingerprint: str, out: Path) -> None:
         if ra.get("remains") and x["name"] not in said:
             said.add(x["name"])
             until = f" until {ra['until']}" if ra.get("until") else ""
-            notes.append(f"<b>{short(x['name'], x['connector'])}</b>: {', '.join(ra['remains'])}"
+            notes.append(f"<b>{shown[x['connector']].short(x['name'])}</b>: {', '.join(ra['remains'])}"
                          f"{until}. {ra.get('note', '')}")
     for n, reasons in unchecked.items():
         notes.append(f"<b>Not verified</b> {n}: " + "; ".join(_esc(r) for r in reasons))
     for u in plan.get("unresolved", []):
         notes.append(f"<b>Unresolved</b> {u['name']}: {u['reason']}")
     for u in plan.get("out_of_scope", []):
-        notes.append(f"<b>Out of scope</b> {short(u['name'], 'delta')}: {u['reason']}")
+        notes.append(f"<b>Out of scope</b> {last_parts(u['name'])}: {u['reason']}")
     for u in plan.get("untouched", []):
         notes.append(f"<b>Not affected</b> {u['name']}: {u['reason']}")
     story += [Paragraph(n, small) for n in notes] or [Paragraph("Nothing.", small)]
