@@ -79,6 +79,13 @@ class MlflowPresentation(Presentation):
                 versions)
 
 
+def key_suffix(dataset: str, version: int | None) -> str:
+    """One model version trained on several datasets (or versions) is one target per
+    dataset: the suffix of its target key, `|<dataset name>@<version>` (format fixed: the
+    key names the target in the ledger's step entries)."""
+    return f"|{dataset}@{version}"
+
+
 def dataset_identity(text: str) -> tuple[str, str] | None:
     """A dataset identity from an MLflow dataset source path or uri."""
     if not text:
@@ -234,7 +241,8 @@ class MlflowConnector:
                     "trained_on",
                     {"namespace": ident[0], "name": ident[1], "column": src.column,
                      "job": f"run:{ti.run_id}", "dataset_version": ti.version,
-                     "run_start_ms": ti.run_start_ms, "aliases": mv.aliases}))
+                     "run_start_ms": ti.run_start_ms, "aliases": mv.aliases},
+                    key_suffix(ident[1], ti.version)))
         targets += self._lineage_linked(graph, dataset_targets, unresolved, seen)
         return targets, [], []
 
@@ -261,7 +269,8 @@ class MlflowConnector:
                     self.namespace, f"{m.group(1)}/{m.group(2)}", self, t.column, t.key_type,
                     "trained_on",
                     {"namespace": t.namespace, "name": t.name, "column": t.column,
-                     "job": f"lineage:{job[0]}/{job[1]}", "dataset_version": None, "aliases": []}))
+                     "job": f"lineage:{job[0]}/{job[1]}", "dataset_version": None, "aliases": []},
+                    key_suffix(t.name, None)))
                 unresolved[:] = [u for u in unresolved
                                  if not (u["namespace"] == ds[0] and u["name"] == ds[1])]
         return out

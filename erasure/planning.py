@@ -39,13 +39,40 @@ class Target:
     details: dict[str, Any] = field(default_factory=dict)   # connector facts (online store...)
     # parts the connector could not look at, with the reason: absence is not proven there
     not_verified: list[str] = field(default_factory=list)
+    # the connector's part of the key (ResolvedTarget.key_suffix), fixed at plan time; in the
+    # plan's JSON only when not empty, so other targets' plans read as they always did
+    key_suffix: str = ""
 
     @property
     def key(self) -> str:
-        base = f"{self.connector}|{self.namespace}|{self.name}|{self.column}"
-        if self.how == "trained_on" and self.derived_from:   # one model, several datasets
-            base += f"|{self.derived_from['name']}@{self.derived_from.get('dataset_version')}"
-        return base
+        """Names the target in step entries: the format is evidence and never changes."""
+        return f"{self.connector}|{self.namespace}|{self.name}|{self.column}{self.key_suffix}"
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        if not d["key_suffix"]:
+            del d["key_suffix"]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Target":
+        return cls(**{**d, "key_suffix": key_suffix_of(d)})
+
+
+def key_suffix_of(t: dict[str, Any]) -> str:
+    """A plan target's key suffix from its JSON. Plans recorded before the suffix was stored
+    have none; their only targets with one were model versions (`how` trained_on: one model
+    trained on several datasets), whose suffix was the dataset and its version."""
+    if "key_suffix" in t:
+        return t["key_suffix"]
+    src = t.get("derived_from")
+    return f"|{src['name']}@{src.get('dataset_version')}" if (
+        t.get("how") == "trained_on" and src) else ""
+
+
+def target_key(t: dict[str, Any]) -> str:
+    """`Target.key` of a plan target's JSON (as the evidence holds it)."""
+    return f"{t['connector']}|{t['namespace']}|{t['name']}|{t['column']}{key_suffix_of(t)}"
 
 
 @dataclass(frozen=True)
@@ -60,6 +87,7 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
+        d["targets"] = [t.to_json() for t in self.targets]
         d["format"] = PLAN_FORMAT
         d["subject"] = {"hmac": d.pop("subject_hmac")}
         d["totals"] = {"targets": len(self.targets), "rows": sum(t.rows for t in self.targets),
@@ -70,7 +98,7 @@ class Plan:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Plan":
-        return cls(d["subject"]["hmac"], d["created_at"], [Target(**t) for t in d["targets"]],
+        return cls(d["subject"]["hmac"], d["created_at"], [Target.from_json(t) for t in d["targets"]],
                    d["unresolved"], d["out_of_scope"], d.get("notes", []), d.get("untouched", []))
 
     def found_nothing(self) -> bool:
@@ -96,6 +124,7 @@ class ResolvedTarget:
     key_type: str
     how: str
     derived_from: dict | None
+    key_suffix: str = ""     # the connector's part of Target.key (one model, several datasets)
 
 
 def resolve_targets(config: Config, graph: LineageGraph, registry: ConnectorRegistry,
@@ -198,7 +227,7 @@ def plan_erasures(config: Config, graph: LineageGraph, registry: ConnectorRegist
                 t.namespace, t.name, t.connector.name, t.column, t.key_type, t.how,
                 t.derived_from, counted.rows.get(v, 0), counted.files.get(v, []),
                 counted.version, counted.residue.get(v, []), after,
-                counted.details.get(v, {}), list(counted.not_verified)))
+                counted.details.get(v, {}), list(counted.not_verified), t.key_suffix))
     notes = [f"{t.name}: key column {t.column} matched by name (no column lineage)"
              for t in targets if t.how == "name_match"]
     return [Plan(hm, now, per_subject[hm], list(unresolved), list(out_of_scope), notes,

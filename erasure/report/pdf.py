@@ -34,10 +34,9 @@ def _esc(text: str) -> str:
 
 
 def _key(t: dict[str, Any]) -> str:
-    base = f"{t['connector']}|{t['namespace']}|{t['name']}|{t['column']}"
-    if t["how"] == "trained_on" and t.get("derived_from"):
-        base += f"|{t['derived_from']['name']}@{t['derived_from'].get('dataset_version')}"
-    return base
+    from erasure.planning import target_key
+
+    return target_key(t)
 
 
 def lineage_drawing(evidence: dict[str, Any], width: float,
