@@ -9,7 +9,7 @@ operation.
 Optional capabilities are typed protocols below, and the core discovers them in one of two
 ways, never by probing attribute names:
 - a capability that adds a method of its own (`DerivesTargets.derive_targets`,
-  `VerifiesItself.verify`, `FileVersions.file_versions`) is a `runtime_checkable` protocol,
+  `VerifiesItself.verify`, `FileVersions.file_versions`, `ReadsVersions`) is a `runtime_checkable` protocol,
   found with `isinstance(conn, DerivesTargets)`;
 - a capability that only changes how the core calls the core methods (the provenance
   context, `ProvenanceAware`: `count`, `live_rows`, `erase` and `verify` take the keywords of
@@ -224,6 +224,21 @@ class FileVersions(Protocol):
 
     def file_versions(self, namespace: str, name: str,
                       paths: Sequence[str]) -> dict[str, int]: ...
+
+
+@runtime_checkable
+class ReadsVersions(Protocol):
+    """Reads an earlier version of a dataset (Delta time travel): MLflow asks whether the
+    version a model was trained on held the subject."""
+
+    def rows_at_version(self, namespace: str, name: str, column: str, values: Sequence[Any],
+                        version: int) -> dict[Any, int] | None:
+        """Rows per key in that version; None when it can no longer be read."""
+        ...
+
+    def version_at(self, namespace: str, name: str, ms: int) -> int | None:
+        """The version current at a time (epoch milliseconds); None when unknown."""
+        ...
 
 
 def count_target(conn: Connector, namespace: str, name: str, column: str,

@@ -20,17 +20,17 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Sequence, cast
+from typing import TYPE_CHECKING, Any, Sequence
 
-from erasure.errors import ErasureError, UnknownDatasetError
+from erasure.errors import UnknownDatasetError
 
-from .base import Capabilities, EraseResult, Presentation, PurgeResult, TargetCount, last_parts
+from .base import (Capabilities, EraseResult, Presentation, PurgeResult, ReadsVersions,
+                   TargetCount, last_parts)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from .base import ConnectorRegistry
-    from .delta import DeltaConnector
 
 FLAG = "erasure.retrain_required"
 REQUEST_TAG = "erasure.request."
@@ -292,22 +292,20 @@ class MlflowConnector:
             self.registry.for_dataset(*ident) if self.registry is not None else None)
         if conn is None:
             return {v: None for v in values}
-        if conn.name == "delta":
+        if isinstance(conn, ReadsVersions):   # Delta: read the version the run read
             version = derived.get("dataset_version")
             if version is None and derived.get("run_start_ms"):
-                version = self._version_at(conn, ident, derived["run_start_ms"])
+                # MLflow drops version 0 from a logged DeltaDatasetSource, so an unversioned
+                # read is dated by the run
+                version = conn.version_at(ident[0], ident[1], derived["run_start_ms"])
             if version is None:
                 return {v: None for v in values}
-            from deltalake.exceptions import DeltaError
-
-            delta = cast("DeltaConnector", conn)   # named "delta": reads a version of the table
-            try:
-                dt = delta.open(ident[0], ident[1], version)
-                return {v: int(n > 0) for v, n in delta.count_rows(dt, column, values).items()}
-            except (ErasureError, DeltaError, OSError):
+            then = conn.rows_at_version(ident[0], ident[1], column, values, version)
+            if then is None:
                 # vacuumed or cleaned from the log: that version cannot be read, so whether
                 # the model saw the subject is unknown (None), never "did not"
                 return {v: None for v in values}
+            return {v: int(n > 0) for v, n in then.items()}
         if conn.name == "feast":
             counted = conn.count(ident[0], ident[1], column, values)
             return {v: int(counted.rows.get(v, 0) > 0 or
@@ -316,24 +314,6 @@ class MlflowConnector:
         # no versions (Parquet): the data now stands for the data then
         rows = conn.live_rows(ident[0], ident[1], column, values)
         return {v: int(n > 0) for v, n in rows.items()}
-
-    @staticmethod
-    def _version_at(conn, ident: tuple[str, str], ms: int) -> int | None:
-        """The Delta version current when a run started (MLflow drops version 0 from a
-        logged DeltaDatasetSource, so an unversioned read is dated by the run)."""
-        from deltalake.exceptions import DeltaError
-
-        try:
-            hist = conn.open(*ident).history()
-        except (ErasureError, DeltaError):   # the table is gone: no version to date it by
-            return None
-        at = [h["version"] for h in hist if h.get("timestamp") is not None and h["timestamp"] <= ms]
-        oldest = min((h["version"] for h in hist), default=None)
-        if not at:
-            return None
-        if oldest not in (0, None) and max(at) < oldest:
-            return None   # the log no longer reaches back to the run
-        return max(at)
 
     @staticmethod
     def _judged(present: dict[Any, int | None], planned: dict[Any, int] | None) -> dict[Any, int]:

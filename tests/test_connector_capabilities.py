@@ -7,7 +7,7 @@ from pathlib import Path
 
 from connectors import presentations
 from connectors.base import (ConnectorRegistry, DerivesTargets, FileVersions, Presentation,
-                             VerifiesItself)
+                             ReadsVersions, VerifiesItself)
 from connectors.delta import DeltaConnector
 from connectors.feast import FeastConnector
 from connectors.mlflow import MlflowConnector, MlflowSettings
@@ -26,6 +26,8 @@ def test_capabilities_are_found_by_protocol_not_by_name():
     assert [isinstance(c, VerifiesItself) for c in (delta, parquet, feast, mlflow)] == [
         False, False, False, True]
     assert [isinstance(c, FileVersions) for c in (delta, parquet, feast, mlflow)] == [
+        True, False, False, False]
+    assert [isinstance(c, ReadsVersions) for c in (delta, parquet, feast, mlflow)] == [
         True, False, False, False]
     assert [c.capabilities.provenance_context for c in (delta, parquet, feast, mlflow)] == [
         False, False, False, True]

@@ -23,7 +23,8 @@ from typing import Any, Callable, Sequence
 from urllib.parse import unquote
 
 from erasure.config import DeltaSettings
-from erasure.errors import ConflictRetriesExhausted, ErasureFailed, UnknownDatasetError
+from erasure.errors import (ConflictRetriesExhausted, ErasureError, ErasureFailed,
+                            UnknownDatasetError)
 
 from ..base import Capabilities, EraseResult, Presentation, PurgeResult, TargetCount
 from . import logclean
@@ -153,6 +154,35 @@ class DeltaConnector:
 
     def table_version(self, namespace: str, name: str) -> int | None:
         return self.open(namespace, name).version()
+
+    # ---- earlier versions (connectors.base.ReadsVersions) -------------------------------
+    def rows_at_version(self, namespace: str, name: str, column: str, values: Sequence[Any],
+                        version: int) -> dict[Any, int] | None:
+        """Live rows per key in an earlier version; None when that version cannot be read
+        any more (vacuumed, or cleaned from the log): what it held is then unknown."""
+        from deltalake.exceptions import DeltaError
+
+        try:
+            return self.count_rows(self.open(namespace, name, version), column, values)
+        except (ErasureError, DeltaError, OSError):
+            return None
+
+    def version_at(self, namespace: str, name: str, ms: int) -> int | None:
+        """The version current at a time (epoch ms); None when the table is gone or its log
+        no longer reaches back that far."""
+        from deltalake.exceptions import DeltaError
+
+        try:
+            hist = self.open(namespace, name).history()
+        except (ErasureError, DeltaError):   # the table is gone: no version to date it by
+            return None
+        at = [h["version"] for h in hist if h.get("timestamp") is not None and h["timestamp"] <= ms]
+        oldest = min((h["version"] for h in hist), default=None)
+        if not at:
+            return None
+        if oldest not in (0, None) and max(at) < oldest:
+            return None   # the log no longer reaches back to the run
+        return max(at)
 
     def residue_after(self, mode: str, namespace: str, name: str) -> dict[str, Any]:
         if mode == "purge":
