@@ -9,7 +9,8 @@ operation.
 Optional capabilities are typed protocols below, and the core discovers them in one of two
 ways, never by probing attribute names:
 - a capability that adds a method of its own (`DerivesTargets.derive_targets`,
-  `VerifiesItself.verify`, `FileVersions.file_versions`, `ReadsVersions`) is a `runtime_checkable` protocol,
+  `VerifiesItself.verify`, `FileVersions.file_versions`, `ReadsVersions`,
+  `ReaderView`) is a `runtime_checkable` protocol,
   found with `isinstance(conn, DerivesTargets)`;
 - a capability that only changes how the core calls the core methods (the provenance
   context, `ProvenanceAware`: `count`, `live_rows`, `erase` and `verify` take the keywords of
@@ -239,6 +240,15 @@ class ReadsVersions(Protocol):
     def version_at(self, namespace: str, name: str, ms: int) -> int | None:
         """The version current at a time (epoch milliseconds); None when unknown."""
         ...
+
+
+@runtime_checkable
+class ReaderView(Protocol):
+    """Rows a reader of the dataset sees beyond the live rows `live_rows` counts (Feast: the
+    offline rows its store would read too): MLflow asks whether a model saw the subject."""
+
+    def rows_readers_see(self, namespace: str, name: str, column: str,
+                         values: Sequence[Any]) -> dict[Any, int]: ...
 
 
 def count_target(conn: Connector, namespace: str, name: str, column: str,

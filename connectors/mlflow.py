@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from erasure.errors import UnknownDatasetError
 
-from .base import (Capabilities, EraseResult, Presentation, PurgeResult, ReadsVersions,
-                   TargetCount, last_parts)
+from .base import (Capabilities, EraseResult, Presentation, PurgeResult, ReaderView,
+                   ReadsVersions, TargetCount, last_parts)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -306,11 +306,9 @@ class MlflowConnector:
                 # the model saw the subject is unknown (None), never "did not"
                 return {v: None for v in values}
             return {v: int(n > 0) for v, n in then.items()}
-        if conn.name == "feast":
-            counted = conn.count(ident[0], ident[1], column, values)
-            return {v: int(counted.rows.get(v, 0) > 0 or
-                           (counted.details.get(v, {}).get("offline_rows_feast_reads") or 0) > 0)
-                    for v in values}
+        if isinstance(conn, ReaderView):   # Feast: online keys or offline rows it reads
+            seen = conn.rows_readers_see(ident[0], ident[1], column, values)
+            return {v: int(seen.get(v, 0) > 0) for v in values}
         # no versions (Parquet): the data now stands for the data then
         rows = conn.live_rows(ident[0], ident[1], column, values)
         return {v: int(n > 0) for v, n in rows.items()}

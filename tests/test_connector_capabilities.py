@@ -7,7 +7,7 @@ from pathlib import Path
 
 from connectors import presentations
 from connectors.base import (ConnectorRegistry, DerivesTargets, FileVersions, Presentation,
-                             ReadsVersions, VerifiesItself)
+                             ReaderView, ReadsVersions, VerifiesItself)
 from connectors.delta import DeltaConnector
 from connectors.feast import FeastConnector
 from connectors.mlflow import MlflowConnector, MlflowSettings
@@ -29,6 +29,8 @@ def test_capabilities_are_found_by_protocol_not_by_name():
         True, False, False, False]
     assert [isinstance(c, ReadsVersions) for c in (delta, parquet, feast, mlflow)] == [
         True, False, False, False]
+    assert [isinstance(c, ReaderView) for c in (delta, parquet, feast, mlflow)] == [
+        False, False, True, False]
     assert [c.capabilities.provenance_context for c in (delta, parquet, feast, mlflow)] == [
         False, False, False, True]
     for path in ERASURE.rglob("*.py"):

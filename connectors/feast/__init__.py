@@ -166,6 +166,14 @@ class FeastConnector:
         return TargetCount(rows=rows, files={val: [] for val in values}, version=None,
                            residue=residue, details=details)
 
+    def rows_readers_see(self, namespace: str, name: str, column: str,
+                         values: Sequence[Any]) -> dict[Any, int]:
+        """Online keys plus the offline rows Feast reads (connectors.base.ReaderView)."""
+        counted = self.count(namespace, name, column, values)
+        return {v: counted.rows.get(v, 0)
+                + (counted.details.get(v, {}).get("offline_rows_feast_reads") or 0)
+                for v in values}
+
     def table_version(self, namespace: str, name: str) -> int | None:
         return None
 
