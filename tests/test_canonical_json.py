@@ -81,6 +81,17 @@ def _jcs_entry_hash(key: bytes, prev: str, seq, ts, rid, kind, body_text: str) -
 
 
 # ---- canonical_bytes against RFC 8785 --------------------------------------------------
+def _event_line(run: int, job: str) -> str:
+    """One minimal OpenLineage COMPLETE event, as a JSON line."""
+    return json.dumps({
+        "eventType": "COMPLETE", "eventTime": "2026-01-01T00:00:00Z",
+        "run": {"runId": f"01890000-0000-7000-8000-{run:012d}"},
+        "job": {"namespace": "jobs", "name": job},
+        "inputs": [{"namespace": "file", "name": "src"}],
+        "outputs": [{"namespace": "file", "name": "dst"}],
+        "producer": "https://example.com/p", "schemaURL": "https://openlineage.io/spec/x"}) + "\n"
+
+
 def test_rfc8785_section_3_2_2_example_numbers_strings_literals():
     """RFC 8785 §3.2.2: the input's numbers, escapes and literals, and its exact output."""
     value = json.loads(
@@ -199,13 +210,7 @@ def test_plan_and_lineage_events_use_rfc8785(tmp_path):
     assert '"days":7,' in plan.canonical()
 
     events = tmp_path / "e.jsonl"
-    events.write_text(json.dumps({
-        "eventType": "COMPLETE", "eventTime": "2026-01-01T00:00:00Z",
-        "run": {"runId": "01890000-0000-7000-8000-000000000001"},
-        "job": {"namespace": "jobs", "name": "ingest_é"},
-        "inputs": [{"namespace": "file", "name": "src"}],
-        "outputs": [{"namespace": "file", "name": "dst"}],
-        "producer": "https://example.com/p", "schemaURL": "https://openlineage.io/spec/x"}) + "\n")
+    events.write_text(_event_line(1, "ingest_é"))
     store = LineageStore(tmp_path / "lineage.db")
     try:
         rep = store.ingest([events])
@@ -222,13 +227,7 @@ def test_a_lineage_store_written_before_is_rekeyed_so_events_still_count_once(tm
     from erasure.lineage.store import LineageStore
 
     events = tmp_path / "e.jsonl"
-    events.write_text(json.dumps({
-        "eventType": "COMPLETE", "eventTime": "2026-01-01T00:00:00Z",
-        "run": {"runId": "01890000-0000-7000-8000-000000000002"},
-        "job": {"namespace": "jobs", "name": "j"},
-        "inputs": [{"namespace": "file", "name": "src"}],
-        "outputs": [{"namespace": "file", "name": "dst"}],
-        "producer": "https://example.com/p", "schemaURL": "https://openlineage.io/spec/x"}) + "\n")
+    events.write_text(_event_line(2, "j"))
     db = tmp_path / "lineage.db"
     store = LineageStore(db)
     store.ingest([events])

@@ -13,6 +13,7 @@ from connectors.delta import DeltaConnector
 from connectors.parquet import ParquetConnector
 from erasure.config import load_config
 from erasure.engine import Engine
+from erasure.evidence import build_evidence
 from erasure.execution import Runner
 from erasure.requests import load_state, submit
 
@@ -85,6 +86,7 @@ def test_crash_between_steps_resumes_without_repeating_the_delete(lake):
 def test_crash_after_the_delete_commit_is_rechecked_not_tripped(lake):
     raw = lake.tables["raw/reviews"]
     planned = sum(1 for k in read_table(raw).column("user_id").to_pylist() if k == 9)
+    assert planned > 0
     rid = submit_for(lake, "9")
     with pytest.raises(Crash):
         Runner(engine_with(lake, CrashAfterDeleteCommit)).run([rid])
@@ -94,6 +96,15 @@ def test_crash_after_the_delete_commit_is_rechecked_not_tripped(lake):
     [step] = [e for e in erase_steps(eng, rid) if e.body["name"] == raw]
     assert step.body["rows_deleted_earlier_attempt"] == planned
     assert step.body["batch_rows_deleted"] == 0
+    # the evidence counts what the interrupted attempt deleted (issue 9, item 8): not 0 / 0
+    [t] = [t for t in out.targets if t["name"] == raw]
+    assert t["rows_deleted"] == planned
+    ev = build_evidence(eng.ledger, rid)
+    [ev_step] = [s for s in ev["steps"] if s["kind"] == "step.completed"
+                 and s["phase"] == "erase" and s["name"] == raw]
+    assert ev_step["rows_live_before"] == planned
+    assert ev_step["subject_rows_deleted_earlier_attempt"] == planned
+    assert ev_step["earlier_attempt_traced"] is True
 
 
 def test_guard_stops_a_connector_that_deletes_more_than_planned(lake):

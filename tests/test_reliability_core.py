@@ -17,27 +17,11 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from connectors.base import ConnectorRegistry
 from connectors.delta import DeltaConnector
 from connectors.parquet import ParquetConnector
-from erasure.config import load_config
-from erasure.engine import Engine
-from erasure.evidence import build_evidence
 from erasure.execution import Runner
-from erasure.requests import submit
 
 from conftest import read_table
-
-
-class Crash(BaseException):
-    """Stands for the process dying: not an Exception, so nothing handles it."""
-
-
-def _submit(lake, subject: str) -> str:
-    eng = Engine(load_config(lake.config))
-    rid = submit(eng.ledger, eng.keys, subject, "test", None)
-    eng.close()
-    return rid
 
 
 # ---- 6. a request that matches nothing is "not_found", said plainly ---------------------
@@ -64,37 +48,7 @@ def test_request_that_matches_rows_still_completes(lake, capsys):
 
 
 # ---- 8. after a crash and resume, the evidence counts what the interrupted attempt did ---
-class CrashAfterDeleteCommit(DeltaConnector):
-    def erase(self, *a, **kw):
-        super().erase(*a, **kw)
-        raise Crash()
-
-
-def _engine(lake, connector_cls) -> Engine:
-    cfg = load_config(lake.config)
-    return Engine(cfg, registry=ConnectorRegistry([connector_cls(cfg.delta), ParquetConnector()]))
-
-
-def test_resumed_erase_reports_the_rows_the_interrupted_attempt_deleted(lake):
-    raw = lake.tables["raw/reviews"]
-    planned = sum(1 for k in read_table(raw).column("user_id").to_pylist() if k == 9)
-    assert planned > 0
-    rid = _submit(lake, "9")
-    with pytest.raises(Crash):
-        Runner(_engine(lake, CrashAfterDeleteCommit)).run([rid])
-    eng = _engine(lake, DeltaConnector)
-    [out] = Runner(eng).run([rid])
-    assert out.status == "completed", out.errors
-    [t] = [t for t in out.targets if t["name"] == raw]
-    assert t["rows_deleted"] == planned           # not 0: the first attempt's rows count
-    ev = build_evidence(eng.ledger, rid)
-    [step] = [s for s in ev["steps"] if s["kind"] == "step.completed" and s["phase"] == "erase"
-              and s["name"] == raw]
-    assert step["rows_live_before"] == planned
-    assert step["subject_rows_deleted_earlier_attempt"] == planned
-    assert step["earlier_attempt_traced"] is True
-
-
+# (the end-to-end story is test_failures_and_resume::test_crash_after_the_delete_commit_...)
 def test_earlier_attempt_rows_are_shared_out_per_subject():
     share = Runner._earlier_by_value({1: 3, 2: 5, 3: 2}, {1: 0, 2: 1, 3: 2}, already=7,
                                      resumed=True, traceable=True)
