@@ -299,7 +299,8 @@ def run(request_ids: List[str] = typer.Argument(None, help="Request ids to execu
         as_json: bool = typer.Option(False, "--json")):
     """Execute requests: erase, purge residue, verify. Safe to re-run; resumes after a crash."""
     from .errors import InputError
-    from .execution import Runner, pending_request_ids
+    from .execution import Runner
+    from .requests import pending_request_ids
 
     eng = _engine()
     if pending == bool(request_ids):

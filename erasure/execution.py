@@ -447,21 +447,3 @@ class Runner:
                 n = len(st.plan.targets) if st.plan else 0
                 out.append(Outcome(rid, "holds", notes=[f"{n} targets re-verified"]))
         return out
-
-
-# a request's status is set by the last of these entries (as `fold` reads them); it is
-# finished only when that entry is request.completed
-_PENDING_SQL = """
-SELECT s.request_id FROM entries s
- WHERE s.kind = 'request.submitted'
-   AND ifnull((SELECT e.kind FROM entries e
-                WHERE e.request_id = s.request_id
-                  AND e.kind IN ('plan.recorded', 'request.completed', 'request.failed')
-                ORDER BY e.seq DESC LIMIT 1), '') != 'request.completed'
- ORDER BY s.seq
-"""
-
-
-def pending_request_ids(ledger) -> list[str]:
-    """Every request not finished, in submission order: one query, not a fold per request."""
-    return [r[0] for r in ledger.db.execute(_PENDING_SQL)]

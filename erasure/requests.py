@@ -27,17 +27,24 @@ CHUNK = 1000
 # a finished request is never run again; "not_found": nothing of the subject was anywhere
 FINISHED = ("completed", "not_found", "incomplete")
 
-# Every request.submitted entry after seq ?, for reason ?, with the last entry that set its
-# status (as `fold` reads them: a plan opens it again, a completion or failure closes it).
-_OPEN_SQL = """
-SELECT s.seq, s.request_id, json_extract(s.body, '$.subject_hmac'),
+# For a request.submitted entry `s`: "<kind> <status>" of the last entry that set the
+# request's status, as `fold` reads them (a plan opens it again, a completion or failure
+# closes it); NULL while it is pending.
+_LAST_STATUS_SQL = """
        (SELECT e.kind || ' ' || ifnull(json_extract(e.body, '$.status'), '')
           FROM entries e
          WHERE e.request_id = s.request_id
            AND e.kind IN ('plan.recorded', 'request.completed', 'request.failed')
-         ORDER BY e.seq DESC LIMIT 1)
+         ORDER BY e.seq DESC LIMIT 1)"""
+# Every request.submitted entry after seq ?, for reason ?, with its last status entry.
+_OPEN_SQL = f"""
+SELECT s.seq, s.request_id, json_extract(s.body, '$.subject_hmac'), {_LAST_STATUS_SQL}
   FROM entries s
  WHERE s.kind = 'request.submitted' AND s.seq > ? AND json_extract(s.body, '$.reason') IS ?
+"""
+_ALL_SQL = f"""
+SELECT s.request_id, {_LAST_STATUS_SQL}
+  FROM entries s WHERE s.kind = 'request.submitted' ORDER BY s.seq
 """
 _CLOSED_SQL = """
 SELECT request_id, kind, json_extract(body, '$.status') FROM entries
@@ -45,13 +52,21 @@ SELECT request_id, kind, json_extract(body, '$.status') FROM entries
 """
 
 
+def _finished(last: str | None) -> bool:
+    """Whether the request is finished, from its last status entry (see `fold`)."""
+    kind, _, status = (last or "").partition(" ")
+    return kind == "request.completed" and status in FINISHED
+
+
 def _open_status(last: str | None) -> bool:
-    if last is None:
-        return True
-    kind, _, status = last.partition(" ")
-    if kind == "request.failed":
-        return False
-    return not (kind == "request.completed" and status in FINISHED)
+    """Open for submit's idempotency: neither finished nor failed (a failed request's
+    subject gets a new request)."""
+    return not _finished(last) and not (last or "").startswith("request.failed")
+
+
+def pending_request_ids(ledger: Ledger) -> list[str]:
+    """Every request not finished, in submission order: one query, not a fold per request."""
+    return [rid for rid, last in ledger.db.execute(_ALL_SQL) if not _finished(last)]
 
 
 class TextGuard:
