@@ -79,13 +79,13 @@ class TextGuard:
                       (("--requested-by", requested_by), ("--reason", reason)) if text]
 
     def check(self, subject_id: str, where: str = "") -> None:
-        from .subject import token_spans
+        from .subject import has_token
 
         if not self.texts:
             return
         value = subject_id.casefold()
         for label, text in self.texts:
-            if next(token_spans(text, value), None) is not None:
+            if has_token(text, value):
                 raise InputError(f"{where}{label} contains the subject id; it is stored and "
                                  "printed in plain text, so it must not name the subject. "
                                  "Nothing was recorded")

@@ -185,27 +185,31 @@ def _wordch(ch: str) -> bool:
 def token_spans(text: str, value: str):
     """(start, end) of each non-overlapping occurrence of `value` in `text` as a whole token:
     where the value begins (ends) with a word character, the character before (after) it
-    must not be one. Plain str.find, so the cost is linear in the text for a bounded value."""
+    must not be one. Plain str.find; after a miss on the left boundary the search resumes
+    past the current run of word characters, so the cost stays linear in the text."""
     if not value:
         return
     left, right = _wordch(value[0]), _wordch(value[-1])
     n, m = len(text), len(value)
     i = text.find(value)
     while i != -1:
+        if left and i > 0 and _wordch(text[i - 1]):
+            k = i          # no whole-token match can start inside this run of word chars
+            while k < n and _wordch(text[k]):
+                k += 1
+            i = text.find(value, k + 1)
+            continue
         j = i + m
-        if (not left or i == 0 or not _wordch(text[i - 1])) and \
-                (not right or j == n or not _wordch(text[j])):
+        if not right or j == n or not _wordch(text[j]):
             yield i, j
             i = text.find(value, j)
         else:
             i = text.find(value, i + 1)
 
 
-def names_subject(text: str | None, subject_id: str) -> bool:
-    """Does `text` name the subject id as a whole token, ignoring case (str.casefold)?"""
-    if not text or not subject_id:
-        return False
-    return next(token_spans(text.casefold(), subject_id.casefold()), None) is not None
+def has_token(text: str, value: str) -> bool:
+    """Does `text` hold `value` as a whole token (see `token_spans`)?"""
+    return next(token_spans(text, value), None) is not None
 
 
 # CSI (colours: ESC [ ... m, cursor moves), OSC (ESC ] ... BEL or ESC \\), and two-character

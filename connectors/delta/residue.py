@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import unquote
 
+from erasure.subject import has_token
+
 from ..keymatch import comparable, key_counts
 
 STAT_KEYS = {"minValues", "maxValues", "partitionValues", "partitionValues_parsed"}
@@ -57,33 +59,9 @@ _BARE_RE = re.compile(r"[\w@.+-]+")
 _MANY_KEYS = 200
 
 
-def _is_word(c: str) -> bool:
-    return c == "_" or c.isalnum()
-
-
 def _find_whole(text: str, key: str) -> bool:
-    """`key` (or its SQL-escaped form, quotes doubled) in `text` as a whole token: where
-    the key begins or ends with a word character, the neighbouring character must not be
-    one. Plain `str.find`; after a miss on the left boundary the search resumes after the
-    current run of word characters, so it stays linear in the text."""
-    for needle in dict.fromkeys((key, key.replace("'", "''"))):
-        left, right = _is_word(needle[0]), _is_word(needle[-1])
-        start = 0
-        while True:
-            i = text.find(needle, start)
-            if i < 0:
-                break
-            if left and i > 0 and _is_word(text[i - 1]):
-                k = i
-                while k < len(text) and _is_word(text[k]):
-                    k += 1
-                start = k + 1
-                continue
-            j = i + len(needle)
-            if not (right and j < len(text) and _is_word(text[j])):
-                return True
-            start = i + 1
-    return False
+    """`key` (or its SQL-escaped form, quotes doubled) in `text` as a whole token."""
+    return any(has_token(text, needle) for needle in dict.fromkeys((key, key.replace("'", "''"))))
 
 
 class _Matcher:
