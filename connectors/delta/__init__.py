@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 from urllib.parse import unquote
 
-from erasure.config import DeltaSettings
 from erasure.errors import (ConflictRetriesExhausted, ErasureError, ErasureFailed,
                             UnknownDatasetError)
 
 from ..base import Capabilities, EraseResult, Presentation, PurgeResult, TargetCount
 from . import logclean
+from .config import DeltaSettings
 from .residue import FolderScan, scan_table_folder
 from .sql import count_by_key_sql, quote_ident
 
