@@ -82,12 +82,15 @@ def test_every_import_of_the_engine_is_installed_by_the_core_or_its_connector_ex
     code = sorted((REPO / "erasure").rglob("*.py")) + sorted((REPO / "connectors").rglob("*.py"))
     feast_code = [f for f in code if f.is_relative_to(REPO / "connectors" / "feast")]
     mlflow_code = [REPO / "connectors" / "mlflow.py"]
-    core_code = [f for f in code if f not in feast_code and f not in mlflow_code]
+    sql_code = [REPO / "connectors" / "sql.py"]
+    core_code = [f for f in code if f not in feast_code + mlflow_code + sql_code]
     by_core = {canonicalize_name(d.metadata["Name"]) for d in _closure()}
     assert _unprovided(_imports(core_code), by_core) == set()
     assert _unprovided(_imports(feast_code), by_core | _expanded("feast")) == set()
     assert _unprovided(_imports(mlflow_code), by_core | _expanded("mlflow")) == set()
+    assert _unprovided(_imports(sql_code), by_core | _expanded("sql")) == set()
     assert {"feast", "yaml"} <= _imports(feast_code) and "mlflow" in _imports(mlflow_code)
+    assert "sqlalchemy" in _imports(sql_code)
     owners = metadata.packages_distributions()
     used = {canonicalize_name(d) for m in _imports(code) for d in owners.get(m, [])}
     assert _names(PROJECT["dependencies"]) - used == set()
@@ -98,7 +101,8 @@ def test_extras_feast_mlflow_all_demo_test_exist_with_their_pins():
             for e in EXTRAS.values() for r in e}
     assert _expanded("feast") == {"feast", "redis", "pyyaml"}
     assert _expanded("mlflow") == {"mlflow"}
-    assert _expanded("all") == _expanded("feast") | _expanded("mlflow")
+    assert _expanded("sql") == {"sqlalchemy", "psycopg2-binary"}
+    assert _expanded("all") == _expanded("feast") | _expanded("mlflow") | _expanded("sql")
     assert {"scikit-learn", "numpy", "openlineage-python"} | _expanded("all") <= _expanded("demo")
     assert {"psycopg2-binary", "pytest"} | _expanded("demo") <= _expanded("test")
     # feast[delta] would pin deltalake<1.0: plain feast
@@ -140,7 +144,8 @@ def test_the_extras_table_names_real_modules_and_real_extras():
     `erasure[...]` in a message is an extra pyproject declares."""
     from connectors import extras
 
-    for extra in (extras.FEAST, extras.MLFLOW, extras.MLFLOW_POSTGRES):
+    for extra in (extras.FEAST, extras.MLFLOW, extras.MLFLOW_POSTGRES, extras.SQL,
+                  extras.SQL_POSTGRES):
         assert extras.installed(extra.module), extra
         extras.require(extra)
         m = re.fullmatch(r"erasure\[(\w+)\]", extra.install)
@@ -258,6 +263,8 @@ def test_core_alone_plans_a_delta_erasure(core_python, tmp_path):
      "[[feast]] is configured but feast is not installed: pip install 'erasure[feast]'"),
     ('[mlflow]\ntracking_uri = "sqlite:///mlflow.db"\n',
      "[mlflow] is configured but mlflow is not installed: pip install 'erasure[mlflow]'"),
+    ('[[sql]]\nnamespace = "crm"\nurl = "sqlite:///crm.db"\n',
+     "[[sql]] is configured but sqlalchemy is not installed: pip install 'erasure[sql]'"),
 ])
 def test_a_configured_connector_without_its_extra_is_exit_3(core_python, tmp_path, section,
                                                            message):
