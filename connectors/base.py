@@ -1,48 +1,70 @@
-"""The protocol every connector implements, and the registry that picks one per dataset.
+"""The protocol every connector implements, the optional capabilities it may add, and the
+registry that picks one per dataset.
 
-The runner drives every connector through the same steps: measure (`count`), erase (`erase`,
-guarded with `live_rows` and `rows_written_since`), purge (`purge`, after `history` is
-copied to the ledger), verify (`count` again). What a connector cannot do it declares in
-`Capabilities`, and the plan says so; it never returns a silent zero for an unsupported
-operation.
+The core protocol (`Connector`) is small: what a connector handles, the key column's type,
+measure (`count`, `live_rows`), erase, and what remains afterwards (`residue_after`). The
+runner drives every connector through the same steps: measure, erase (guarded), purge where the
+connector can, verify (`count` again, or its own proof).
 
-Optional capabilities are typed protocols below, and the core discovers them in one of two
-ways, never by probing attribute names:
-- a capability that adds a method of its own (`DerivesTargets.derive_targets`,
-  `VerifiesItself.verify`, `FileVersions.file_versions`, `ReadsVersions`,
-  `ReaderView`) is a `runtime_checkable` protocol,
-  found with `isinstance(conn, DerivesTargets)`;
-- a capability that only changes how the core calls the core methods (the provenance
-  context, `ProvenanceAware`: `count`, `live_rows`, `erase` and `verify` take the keywords of
-  `ProvenanceContext`) is declared as data, `Capabilities.provenance_context`, because an
-  `isinstance` check cannot see keyword arguments.
+Everything else is optional and typed, never probed by attribute name:
+- a capability that adds methods is a `runtime_checkable` protocol, found with `isinstance`:
+  `Versioned` (a version per commit and the rows written since one: the guard's tolerance for
+  concurrent writers), `TracesAttempts` (what an interrupted attempt already deleted),
+  `Purges` (a physical purge after the erase, with the history the audit keeps),
+  `ErasesInTransaction` (the guard checked inside the delete's own transaction, rolled back on
+  a mismatch), `DerivesTargets`, `VerifiesItself`, `FileVersions`, `ReadsVersions`,
+  `ReaderView`;
+- a capability that only changes how the core calls the core methods is data in
+  `Capabilities`: `provenance_context` (count/live_rows/erase/verify take the keywords of
+  `ProvenanceContext`), `batch` (False: the runner erases one subject per call), `guard` (how
+  the counts are compared), `residue_scan`, `erase_order` and `notes`.
+`abilities(conn)` states all of it as data; the plan records it per connector and the plan,
+run output, `status` and the report show it.
 
 How a connector's systems are shown (the plan's detail lines, the report's kind labels,
-action, table rows and colour) is its `presentation`, a `Presentation`; the core has no
-connector name in it. `Target.key_suffix` is the connector's part of a target's key (MLflow:
-one model version trained on several datasets is one target per dataset), fixed at plan time.
+action, table rows and colour, the sweep's findings) is its `presentation`, a `Presentation`;
+the core has no connector name in it. `Target.key_suffix` is the connector's part of a
+target's key (MLflow: one model version trained on several datasets is one target per
+dataset), fixed at plan time.
+
+Connectors are plug-ins: an installed package names a `ConnectorPlugin` under the entry-point
+group `erasure.connectors` (connectors/__init__.py finds them); the built-in ones are listed in
+this repository's pyproject.toml the same way.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, Sequence, TypedDict, cast, runtime_checkable
+from typing import (TYPE_CHECKING, Any, Callable, Literal, Protocol, Sequence, TypedDict, cast,
+                    runtime_checkable)
 
 if TYPE_CHECKING:
+    from erasure.config import Config
     from erasure.lineage.graph import LineageGraph
     from erasure.planning import ResolvedTarget
+
+# How the runner compares what an erase finds and removes with what the plan measured:
+# - "versioned": the connector is `Versioned`; rows written since the plan's version are the
+#   tolerance (a subject re-ingested meanwhile), anything beyond trips the guard;
+# - "exact": no tolerance: rows found and rows deleted must equal the plan (re-plan after a
+#   concurrent change);
+# - "subject-keys": every key the erase addresses is built from the subject's own id, so it
+#   cannot reach another subject; counts may differ from the plan (the store rewrote the
+#   subject's keys since) and are recorded, not compared.
+Guard = Literal["versioned", "exact", "subject-keys"]
 
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a connector can do, as data: a plan states these instead of pretending."""
+    """What a connector can do beyond its methods, as data: a plan states these instead of
+    pretending. What a connector can do by having methods (purge, versions, traced attempts)
+    is its optional protocols; `abilities` reports both."""
 
-    physical_purge: bool        # has a purge step that removes residue the erase leaves
     residue_scan: bool          # can prove absence physically (files, store rows), not only logically
-    batch: bool                 # erases many subjects in one pass
-    traceable_attempts: bool    # can tell what an interrupted earlier attempt already deleted
+    batch: bool                 # erases many subjects in one call (False: one call per subject)
+    guard: Guard = "exact"      # how the runner compares counts with the plan (see Guard)
     erase_order: int = 0        # lower first: sources before the stores materialized from them
-    notes: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # what it cannot do, said plainly (shown in plan and report)
     # count, live_rows, erase and verify take the ProvenanceContext keywords (ProvenanceAware)
     provenance_context: bool = False
 
@@ -80,6 +102,15 @@ class PurgeResult:
     folders_removed: list[str] = field(default_factory=list)
     version_after: int | None = None
     notes: list[str] = field(default_factory=list)
+
+    def evidence(self) -> dict[str, Any]:
+        """The fields the purge step records (counts, never the paths)."""
+        return {"dv_files_rewritten": self.dv_files_rewritten,
+                "files_removed": len(self.files_vacuumed),
+                "log_files_removed": len(self.log_files_removed),
+                "folders_removed": len(self.folders_removed),
+                "version_after": self.version_after,
+                "time_travel_lost_before_version": self.version_after}
 
 
 def last_parts(name: str) -> str:
@@ -132,8 +163,22 @@ class Presentation:
                        if purge.get("version_after") is not None else ""))
         return before, after, versions
 
+    def sweep_kinds(self, t: dict[str, Any]) -> list[str]:
+        """What a sweep found of an erased subject in one target of a fresh plan (`Target` as
+        dict): empty when nothing is back. Residue counts only in a strict residue mode."""
+        kinds = []
+        if t["rows"]:
+            kinds.append("live rows")
+        if t["files"] and not t["rows"]:
+            kinds.append("rows hidden by deletion vectors still in live files")
+        if t["residue_now"] and t["residue_after"].get("mode") != "keep-history":
+            kinds.append("residue")
+        return kinds
+
 
 class Connector(Protocol):
+    """The core every connector implements."""
+
     name: str
     capabilities: Capabilities
 
@@ -145,34 +190,65 @@ class Connector(Protocol):
 
     def key_type(self, namespace: str, name: str, column: str) -> str | None:
         """Arrow type name of the column; None if the column does not exist.
-        Raises UnknownDatasetError if the dataset does not exist."""
+        Raises UnknownDatasetError if the dataset does not exist or is not found by key
+        column at all (its targets are derived, `DerivesTargets`)."""
 
     def count(self, namespace: str, name: str, column: str, values: Sequence[Any],
               with_residue: bool = True) -> TargetCount: ...
 
-    def table_version(self, namespace: str, name: str) -> int | None: ...
-
     def live_rows(self, namespace: str, name: str, column: str,
                   values: Sequence[Any]) -> dict[Any, int]: ...
+
+    def erase(self, namespace: str, name: str, column: str, values: Sequence[Any],
+              tag: str) -> EraseResult: ...
+
+    def residue_after(self, namespace: str, name: str, mode: str | None = None) -> dict[str, Any]:
+        """What remains once erased, and until when: {"mode", "remains", "until", "note"}.
+        `mode` is the one a plan recorded; None: the connector's configured mode."""
+
+
+# ---- optional capabilities ---------------------------------------------------------------
+@runtime_checkable
+class Versioned(Protocol):
+    """A version per commit (Delta): the plan records the version it measured, and rows
+    written since then are the guard's tolerance (`Capabilities.guard` "versioned")."""
+
+    def table_version(self, namespace: str, name: str) -> int | None: ...
 
     def rows_written_since(self, namespace: str, name: str, version: int | None,
                            upto: int | None = None) -> int: ...
 
+
+@runtime_checkable
+class TracesAttempts(Protocol):
+    """Can tell how many rows an interrupted earlier attempt deleted, from the tags its
+    commits carry: a resumed erase counts them instead of guessing."""
+
     def rows_deleted_by_tags(self, namespace: str, name: str, tags: Sequence[str]) -> int: ...
 
-    def erase(self, namespace: str, name: str, column: str, values: Sequence[Any],
-              tag: str) -> EraseResult: ...
+
+@runtime_checkable
+class Purges(Protocol):
+    """Removes physically what the erase leaves (old files, log entries): run after the erase
+    when the target's residue mode is "purge". `history` is copied to the ledger first, since
+    the purge may delete it."""
 
     def history(self, namespace: str, name: str) -> list[dict[str, Any]]: ...
 
     def purge(self, namespace: str, name: str, column: str, values: Sequence[Any],
               tag: str) -> PurgeResult: ...
 
-    def residue_after(self, mode: str, namespace: str, name: str) -> dict[str, Any]:
-        """What remains once erased in this residue mode, and until when."""
+
+@runtime_checkable
+class ErasesInTransaction(Protocol):
+    """Deletes in one transaction and checks the guard inside it: when the rows deleted fall
+    outside [low, high] it rolls back and raises erasure.errors.GuardTripped, and nothing was
+    deleted. The runner calls this instead of `erase`."""
+
+    def erase_within(self, namespace: str, name: str, column: str, values: Sequence[Any],
+                     tag: str, low: int, high: int) -> EraseResult: ...
 
 
-# ---- optional capabilities ---------------------------------------------------------------
 @runtime_checkable
 class DerivesTargets(Protocol):
     """Targets derived from other datasets' targets (feature views fed by a table, model
@@ -283,3 +359,67 @@ class ConnectorRegistry:
             if c.name == name:
                 return c.presentation
         return Presentation.default(name)
+
+
+# ---- what a connector can do, as data --------------------------------------------------------
+GUARD_TEXT = {
+    "versioned": "counts compared with the plan; rows written since the planned version "
+                 "are the only tolerance",
+    "exact": "counts compared with the plan, no tolerance (re-plan after a concurrent change)",
+    "subject-keys": "deletes only keys built from the subject's own id; counts recorded, not "
+                    "compared",
+}
+
+
+def abilities(conn: Connector) -> dict[str, Any]:
+    """Everything a connector can and cannot do, as data: what the plan records per
+    connector and the plan, run output, status and report show (`ability_lines`)."""
+    cap = conn.capabilities
+    return {"purge": isinstance(conn, Purges),
+            "residue_scan": cap.residue_scan,
+            "batch": cap.batch,
+            "versions": isinstance(conn, Versioned),
+            "traces_attempts": isinstance(conn, TracesAttempts),
+            "guard": cap.guard,
+            "guard_in_transaction": isinstance(conn, ErasesInTransaction),
+            "own_verification": isinstance(conn, VerifiesItself),
+            "notes": list(cap.notes)}
+
+
+def ability_lines(a: dict[str, Any]) -> list[str]:
+    """`abilities` in words, the cannot's first."""
+    lines = []
+    if not a.get("purge"):
+        lines.append("no physical purge: nothing beyond the erase is removed")
+    if not a.get("residue_scan"):
+        lines.append("no residue scan: absence is checked logically, not in files")
+    if not a.get("traces_attempts"):
+        lines.append("cannot trace an interrupted attempt: a resumed erase trusts the plan")
+    if not a.get("batch"):
+        lines.append("one subject per erase call")
+    guard = GUARD_TEXT.get(a.get("guard", ""), str(a.get("guard")))
+    if a.get("guard_in_transaction"):
+        guard += "; checked inside the delete's transaction, rolled back on a mismatch"
+    lines.append(f"guard: {guard}")
+    lines.extend(a.get("notes", []))
+    return lines
+
+
+# ---- plug-ins ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ConnectorPlugin:
+    """What an entry point of the group `erasure.connectors` names: a connector's name, how it
+    shows its systems, its section of erasure.toml and how to build it from a loaded config.
+
+    The module that defines it must import no heavy library: plug-ins are listed whenever a
+    config is loaded or a report drawn. `build` imports the connector's library (and checks
+    its extra, connectors/extras.py) and returns None when the config does not ask for it.
+    """
+
+    name: str
+    presentation: Presentation
+    build: Callable[[Config, ConnectorRegistry], Connector | None]
+    section: str | None = None        # its key in erasure.toml ("sql" for [[sql]])
+    model: Any = None                 # the section value's type (a pydantic model, list[...])
+    default: Callable[[], Any] | None = None   # the value when the section is absent
+    order: int = 100                  # the registry asks lower first which connector handles

@@ -20,15 +20,18 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from erasure.errors import UnknownDatasetError
 
-from .base import (Capabilities, EraseResult, Presentation, PurgeResult, ReaderView,
+from .base import (Capabilities, ConnectorPlugin, EraseResult, Presentation, ReaderView,
                    ReadsVersions, TargetCount, last_parts)
+from .mlflow_config import MlflowConfig
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+
+    from erasure.config import Config
 
     from .base import ConnectorRegistry
 
@@ -107,8 +110,7 @@ def dataset_identity(text: str) -> tuple[str, str] | None:
 class MlflowConnector:
     name = "mlflow"
     capabilities = Capabilities(
-        physical_purge=False, residue_scan=False, batch=True, traceable_attempts=True,
-        erase_order=-10,
+        residue_scan=False, batch=True, guard="exact", erase_order=-10,
         notes=("flags model versions for retraining; deletes nothing from MLflow",
                "models trained outside MLflow, or without logged inputs, cannot be found"),
         provenance_context=True)   # the runner passes derived_from and request ids
@@ -339,21 +341,14 @@ class MlflowConnector:
                            residue={v: [] for v in values}, details=details)
 
     def key_type(self, namespace: str, name: str, column: str) -> str | None:
-        return None
-
-    def table_version(self, namespace: str, name: str) -> int | None:
-        return None
+        raise UnknownDatasetError(
+            f"{namespace}:{name} is an MLflow model version: model versions are reached "
+            "through the training inputs of their runs, never by a key column")
 
     def live_rows(self, namespace, name, column, values, derived: dict | None = None,
                   requests=None, planned: dict[Any, int] | None = None):
         return self._judged(self.subject_in_training(derived or {}, values)
                             if derived and not planned else {v: None for v in values}, planned)
-
-    def rows_written_since(self, namespace, name, version, upto=None) -> int:
-        return 0
-
-    def rows_deleted_by_tags(self, namespace, name, tags) -> int:
-        return 0
 
     # ---- flagging -------------------------------------------------------------------------
     def erase(self, namespace: str, name: str, column: str, values: Sequence[Any], tag: str,
@@ -439,13 +434,7 @@ class MlflowConnector:
                         best = max(best or 0, int(mv.version))
         return best
 
-    def history(self, namespace, name) -> list[dict[str, Any]]:
-        return []
-
-    def purge(self, namespace, name, column, values, tag) -> PurgeResult:
-        return PurgeResult(notes=["nothing is deleted from MLflow"])
-
-    def residue_after(self, mode: str, namespace: str, name: str) -> dict[str, Any]:
+    def residue_after(self, namespace: str, name: str, mode: str | None = None) -> dict[str, Any]:
         return {"mode": "flag", "remains": ["the model's learned parameters (retrain it)"],
                 "until": None,
                 "note": "model version tagged erasure.retrain_required=true; retrain and re-register"}
@@ -469,3 +458,22 @@ def settings_from(mlflow, base_dir=None) -> MlflowSettings | None:
         return uri
     return MlflowSettings(resolve(mlflow.tracking_uri),
                           mlflow.registry_uri and resolve(mlflow.registry_uri))
+
+
+def _build(config: Config, registry: ConnectorRegistry) -> MlflowConnector | None:
+    section = config.section("mlflow")
+    if section is None:
+        return None
+    from . import extras
+
+    extras.require(extras.MLFLOW)
+    uris = (section.tracking_uri, section.registry_uri or "")
+    if any(u.startswith(("postgresql:", "postgresql+psycopg2:", "postgres:")) for u in uris):
+        extras.require(extras.MLFLOW_POSTGRES)
+    settings = settings_from(section, config.base_dir)
+    assert settings is not None
+    return MlflowConnector(settings, registry)
+
+
+PLUGIN = ConnectorPlugin("mlflow", MlflowConnector.presentation, _build, section="mlflow",
+                         model=Optional[MlflowConfig], default=lambda: None, order=90)

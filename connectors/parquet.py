@@ -12,11 +12,15 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from erasure.errors import UnknownDatasetError
 
-from .base import Capabilities, EraseResult, Presentation, PurgeResult, TargetCount
+from .base import (Capabilities, ConnectorPlugin, ConnectorRegistry, EraseResult, Presentation,
+                   TargetCount)
+
+if TYPE_CHECKING:
+    from erasure.config import Config
 from .keymatch import comparable, key_counts, key_mask
 
 
@@ -37,9 +41,9 @@ def _compression(pf) -> str:
 class ParquetConnector:
     name = "parquet"
     capabilities = Capabilities(
-        physical_purge=False, residue_scan=True, batch=True, traceable_attempts=False,
-        erase_order=0,
-        notes=("files are rewritten in place by atomic rename; Parquet keeps no old versions",))
+        residue_scan=True, batch=True, guard="exact", erase_order=0,
+        notes=("files are rewritten in place by atomic rename; Parquet keeps no old versions",
+               "no versions: a change since the plan trips the guard; re-plan and run again"))
     presentation = Presentation("Parquet file", "Parquet files", "files rewritten without the rows",
                                 color="#4a8f5a", path_names=True)
 
@@ -125,19 +129,9 @@ class ParquetConnector:
                    for v in values}
         return TargetCount(rows=rows, files=files, version=None, residue=residue)
 
-    def table_version(self, namespace: str, name: str) -> int | None:
-        return None
-
     def live_rows(self, namespace: str, name: str, column: str,
                   values: Sequence[Any]) -> dict[Any, int]:
         return self.count(namespace, name, column, values).rows
-
-    def rows_written_since(self, namespace: str, name: str, version: int | None,
-                           upto: int | None = None) -> int:
-        return 0   # no versions: any change since the plan counts against the guard
-
-    def rows_deleted_by_tags(self, namespace: str, name: str, tags: Sequence[str]) -> int:
-        return 0   # no log: an interrupted rewrite cannot be traced (traceable_attempts=False)
 
     def erase(self, namespace: str, name: str, column: str, values: Sequence[Any],
               tag: str) -> EraseResult:
@@ -171,13 +165,13 @@ class ParquetConnector:
         return EraseResult(rows_deleted=deleted, version_before=None, version_after=None,
                            files_removed=rewritten, files_added=rewritten)
 
-    def history(self, namespace: str, name: str) -> list[dict[str, Any]]:
-        return []
-
-    def purge(self, namespace: str, name: str, column: str, values: Sequence[Any],
-              tag: str) -> PurgeResult:
-        return PurgeResult(notes=["nothing to purge: the rewrite replaced the files"])
-
-    def residue_after(self, mode: str, namespace: str, name: str) -> dict[str, Any]:
+    def residue_after(self, namespace: str, name: str, mode: str | None = None) -> dict[str, Any]:
         return {"mode": "rewrite", "remains": [], "until": None,
                 "note": "files rewritten without the rows and renamed over the originals"}
+
+
+def _build(config: Config, registry: ConnectorRegistry) -> ParquetConnector:
+    return ParquetConnector()
+
+
+PLUGIN = ConnectorPlugin("parquet", ParquetConnector.presentation, _build, order=20)

@@ -5,10 +5,9 @@ Relative paths inside the file resolve against the folder that holds the file.
 
 The file is described by pydantic models (v2), checked before anything else happens. The core
 sections ([ledger], [keys], [lineage], [[roots]], [[datasets]], [signing]) are modelled here;
-each connector owns its own section's model in its own module ([delta] in
-connectors/delta/config.py, [[feast]] in connectors/feast/config.py, [mlflow] in
-connectors/mlflow_config.py), listed by `connectors.config_sections()`; the file's model is
-composed from both when a config is first loaded. Every model forbids unknown keys and is
+each connector owns its own section's model in its own module, named by its plug-in and listed
+by `connectors.config_sections()`; the file's model is composed from both when a config is
+first loaded, and `Config.sections` holds each connector's validated section by its key. Every model forbids unknown keys and is
 strict (true is not 1, "false" is not a boolean, 1 is not a string). An unknown key or table
 (at any level), a value of the wrong type, an empty string and a lineage events pattern that
 matches no file are each a ConfigError (exit 3) naming the file and the key path, translated
@@ -27,9 +26,9 @@ import glob
 import os
 import tomllib
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Mapping
 
 import annotated_types
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
@@ -38,10 +37,6 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
-
-if TYPE_CHECKING:                       # the connectors' models, loaded with the config
-    from connectors.delta.config import DeltaSettings
-    from connectors.mlflow_config import MlflowConfig
 
 DEFAULT_CONFIG = "erasure.toml"
 ResidueMode = Literal["purge", "keep-history"]
@@ -201,17 +196,6 @@ class DatasetOverride:
     exclude: str | None = None
 
 
-def __getattr__(name: str) -> Any:
-    # the connectors' section models, under the names the engine has always used
-    if name == "DeltaSettings":
-        from connectors.delta.config import DeltaSettings
-        return DeltaSettings
-    if name == "MlflowConfig":
-        from connectors.mlflow_config import MlflowConfig
-        return MlflowConfig
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 @dataclass(frozen=True)
 class Config:
     path: Path
@@ -223,10 +207,13 @@ class Config:
     lenient_events: bool
     roots: tuple[Root, ...]
     overrides: tuple[DatasetOverride, ...]
-    delta: DeltaSettings
     signing_dir: Path
-    feast_repos: tuple[Path, ...] = ()
-    mlflow: MlflowConfig | None = None
+    # each connector's section by its key in the file ("delta" for [delta]), as its own model
+    # validated it (the section's default when the file has none)
+    sections: Mapping[str, Any] = field(default_factory=dict)
+
+    def section(self, key: str) -> Any:
+        return self.sections.get(key)
 
     def override_for(self, namespace: str, name: str) -> DatasetOverride | None:
         for o in self.overrides:
@@ -430,6 +417,8 @@ def load_config(path: Path) -> Config:
 
 
 def _build(raw: dict, path: Path, base: Path) -> Config:
+    from connectors import config_sections
+
     f: Any = check(raw, base)
     roots = tuple(Root(r.namespace, dataset_name_for(r.namespace, r.name, base), r.column)
                   for r in f.roots)
@@ -441,7 +430,6 @@ def _build(raw: dict, path: Path, base: Path) -> Config:
                   lineage_store=resolve_path(base, f.lineage.store),
                   event_globs=tuple(str(resolve_path(base, g)) for g in f.lineage.events),
                   lenient_events=f.lineage.lenient,
-                  roots=roots, overrides=overrides, delta=f.delta,
+                  roots=roots, overrides=overrides,
                   signing_dir=resolve_path(base, f.signing.dir),
-                  feast_repos=tuple(resolve_path(base, e.repo) for e in f.feast),
-                  mlflow=f.mlflow)
+                  sections={key: getattr(f, key) for key in config_sections()})

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, cast
 
-from connectors.base import ProvenanceContext, VerifiesItself, count_target
+from connectors.base import (EraseResult, ErasesInTransaction, ProvenanceAware,
+                             ProvenanceContext, Purges,
+                             TracesAttempts, Versioned, VerifiesItself, count_target)
 
 from .errors import ConnectorError, ErasureError, GuardTripped, InputError, RetryableError
 from .planning import Target, plan_erasures
@@ -149,19 +151,32 @@ class Runner:
             planned_by_value[m.value] = max(planned_by_value.get(m.value, 0), m.target.rows)
         planned = sum(planned_by_value.values())
         plan_version = min(m.target.table_version or 0 for m in pending)
-        version = conn.table_version(t.namespace, t.name)
+        versioned = conn if isinstance(conn, Versioned) else None
+        version = versioned.table_version(t.namespace, t.name) if versioned else None
         with self.ledger.transaction():
             for m in pending:
                 self._record("step.started", m, "erase", tag=self.batch, table_version=version)
-        already = conn.rows_deleted_by_tags(t.namespace, t.name, earlier_tags) if earlier_tags else 0
+        traceable = isinstance(conn, TracesAttempts)
+        already = (conn.rows_deleted_by_tags(t.namespace, t.name, earlier_tags)
+                   if earlier_tags and isinstance(conn, TracesAttempts) else 0)
         ctx = self._context(conn, pending)
         live = conn.live_rows(t.namespace, t.name, t.column, values, **ctx)
-        allowed = conn.rows_written_since(t.namespace, t.name, plan_version)
+        guard = conn.capabilities.guard
+
+        def written_since(upto: int | None = None) -> int:
+            """The guard's tolerance: rows others wrote since the plan (versioned only)."""
+            if guard == "versioned" and versioned is not None:
+                return versioned.rows_written_since(t.namespace, t.name, plan_version, upto=upto)
+            return 0
+
+        allowed = written_since()
         # a connector that cannot trace an interrupted attempt (a Parquet file rewritten just
         # before a crash) may legitimately find fewer rows than planned on resume
-        shortfall_ok = bool(earlier_tags) and not conn.capabilities.traceable_attempts
+        shortfall_ok = bool(earlier_tags) and not traceable
 
         def off(found: int, tolerance: int) -> bool:
+            if guard == "subject-keys":    # only the subject's own keys can be addressed
+                return False
             diff = found + already - planned
             return diff > tolerance or (diff < -tolerance and not shortfall_ok)
 
@@ -171,17 +186,19 @@ class Runner:
                 f"planned and only {allowed} rows were written since the plan (version "
                 f"{plan_version}); nothing was deleted. Re-plan with `erasure run --replan` "
                 "after checking the table")
-        res = conn.erase(t.namespace, t.name, t.column, values, self.batch, **ctx)
+        res = self._call_erase(conn, t, values, ctx, allowed, already, planned, shortfall_ok)
         # what others wrote between the plan and the version our delete read (not our own
         # rewrite, which re-adds every surviving row of the files it touched)
-        allowed = conn.rows_written_since(t.namespace, t.name, plan_version, upto=res.version_before)
+        allowed = written_since(upto=res.version_before)
         if off(res.rows_deleted, allowed):
+            where = (f"the rows can still be restored from version {res.version_before}"
+                     if res.version_before is not None else
+                     "the connector keeps no earlier version to restore them from")
             raise GuardTripped(
                 f"{t.name}: the delete removed {res.rows_deleted + already} rows against "
-                f"{planned} planned (tolerance {allowed}); purge withheld, the rows can still be "
-                f"restored from version {res.version_before}")
+                f"{planned} planned (tolerance {allowed}); purge withheld, {where}")
         earlier = self._earlier_by_value(planned_by_value, live, already, bool(earlier_tags),
-                                         conn.capabilities.traceable_attempts)
+                                         traceable)
         with self.ledger.transaction():
             for m in pending:
                 before = live.get(m.value, 0) + earlier.get(m.value, 0)
@@ -189,13 +206,40 @@ class Runner:
                     "step.completed", m, "erase", tag=self.batch, rows_planned=m.target.rows,
                     rows_live_before=before, rows_deleted=before,
                     subject_rows_deleted_earlier_attempt=earlier.get(m.value, 0),
-                    earlier_attempt_traced=(conn.capabilities.traceable_attempts
-                                            if earlier_tags else None),
+                    earlier_attempt_traced=traceable if earlier_tags else None,
                     batch_rows_deleted=res.rows_deleted, batch_subjects=len(values),
                     rows_deleted_earlier_attempt=already, rows_written_since_plan=allowed,
                     version_before=res.version_before, version_after=res.version_after,
                     files_removed=res.files_removed, files_added=res.files_added,
                     conflicts_retried=res.conflicts_retried)
+
+    def _call_erase(self, conn: Connector, t: Target, values: list[Any], ctx: ProvenanceContext,
+                    allowed: int, already: int, planned: int, shortfall_ok: bool) -> EraseResult:
+        """The erase itself: in the connector's own transaction with the guard's bounds where
+        it can (`ErasesInTransaction`), one call per subject where it cannot batch."""
+        if isinstance(conn, ErasesInTransaction) and not ctx:
+            low = 0 if shortfall_ok or conn.capabilities.guard == "subject-keys" else max(
+                planned - already - allowed, 0)
+            high = (1 << 62) if conn.capabilities.guard == "subject-keys" else (
+                planned - already + allowed)
+            return conn.erase_within(t.namespace, t.name, t.column, values, self.batch,
+                                     low, high)
+
+        def erase(vals: list[Any]) -> EraseResult:
+            if ctx:
+                return cast(ProvenanceAware, conn).erase(t.namespace, t.name, t.column, vals,
+                                                         self.batch, **ctx)
+            return conn.erase(t.namespace, t.name, t.column, vals, self.batch)
+
+        if conn.capabilities.batch or len(values) <= 1:
+            return erase(values)
+        parts = [erase([v]) for v in values]
+        return EraseResult(rows_deleted=sum(p.rows_deleted for p in parts),
+                           version_before=parts[0].version_before,
+                           version_after=parts[-1].version_after,
+                           files_removed=sum(p.files_removed for p in parts),
+                           files_added=sum(p.files_added for p in parts),
+                           conflicts_retried=sum(p.conflicts_retried for p in parts))
 
     @staticmethod
     def _earlier_by_value(planned: dict[Any, int], live: dict[Any, int], already: int,
@@ -218,7 +262,7 @@ class Runner:
 
     def _purge(self, conn, members: list[Member]) -> None:
         t = members[0].target
-        if t.residue_after.get("mode") != "purge" or not conn.capabilities.physical_purge:
+        if t.residue_after.get("mode") != "purge" or not isinstance(conn, Purges):
             return
         pending = [m for m in members
                    if (self.states[m.request_id].step(t.key, "purge") or {}).get("state") != "completed"]
@@ -244,13 +288,7 @@ class Runner:
         res = conn.purge(t.namespace, t.name, t.column, values, self.batch)
         with self.ledger.transaction():
             for m in pending:
-                self._record("step.completed", m, "purge", tag=self.batch,
-                             dv_files_rewritten=res.dv_files_rewritten,
-                             files_removed=len(res.files_vacuumed),
-                             log_files_removed=len(res.log_files_removed),
-                             folders_removed=len(res.folders_removed),
-                             version_after=res.version_after,
-                             time_travel_lost_before_version=res.version_after)
+                self._record("step.completed", m, "purge", tag=self.batch, **res.evidence())
 
     def _verify(self, conn: Connector, members: list[Member], phase: str = "verify") -> None:
         t = members[0].target
@@ -286,8 +324,8 @@ class Runner:
                     problems.append(f"{len(live_files)} live files still hold the subject's rows")
                 if strict and residue:
                     problems.append(f"residue in {len(residue)} files: {', '.join(residue[:3])}")
-                until = (conn.residue_after(cast(str, t.residue_after.get("mode")), t.namespace,
-                                            t.name).get("until") if residue else None)
+                until = (conn.residue_after(t.namespace, t.name, t.residue_after.get("mode"))
+                         .get("until") if residue else None)
                 self._record_verification(m, phase, problems, dict(
                     rows_remaining=rows, live_files=live_files, residue=residue,
                     table_version=counted.version, verified_at=_now(),

@@ -84,9 +84,14 @@ class Plan:
     out_of_scope: list[dict[str, str]]
     notes: list[str] = field(default_factory=list)
     untouched: list[dict[str, str]] = field(default_factory=list)   # e.g. feature views not fed by the subject
+    # what each connector with a target can and cannot do (connectors.base.abilities), by
+    # connector name; in the plan's JSON only when not empty (plans recorded before have none)
+    connectors: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
+        if not d["connectors"]:
+            del d["connectors"]
         d["targets"] = [t.to_json() for t in self.targets]
         d["format"] = PLAN_FORMAT
         d["subject"] = {"hmac": d.pop("subject_hmac")}
@@ -99,7 +104,8 @@ class Plan:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Plan":
         return cls(d["subject"]["hmac"], d["created_at"], [Target.from_json(t) for t in d["targets"]],
-                   d["unresolved"], d["out_of_scope"], d.get("notes", []), d.get("untouched", []))
+                   d["unresolved"], d["out_of_scope"], d.get("notes", []), d.get("untouched", []),
+                   d.get("connectors", {}))
 
     def found_nothing(self) -> bool:
         """True when every target was looked at in full and holds no row, file or trace of
@@ -152,7 +158,13 @@ def resolve_targets(config: Config, graph: LineageGraph, registry: ConnectorRegi
                 f"holds the subject key {k.column} but no connector handles namespace {ns!r} "
                 "or the table does not exist; erase it by hand or add a connector")})
             continue
-        typ = conn.key_type(ns, name, k.column)
+        try:
+            typ = conn.key_type(ns, name, k.column)
+        except UnknownDatasetError as exc:
+            if is_root:
+                raise
+            unresolved.append({"namespace": ns, "name": name, "reason": str(exc)})
+            continue
         if typ is None:
             if is_root:
                 raise UnknownDatasetError(f"root dataset {ns}:{name} has no column {k.column!r}")
@@ -196,14 +208,15 @@ def typed_values(targets: list[ResolvedTarget], subjects: list[tuple[str, str]]
     return out
 
 
-def residue_after(config: Config, t: ResolvedTarget) -> dict[str, Any]:
-    return t.connector.residue_after(config.delta.residue, t.namespace, t.name)
+def residue_after(t: ResolvedTarget) -> dict[str, Any]:
+    """What remains once erased, in the mode the connector's own settings choose."""
+    return t.connector.residue_after(t.namespace, t.name)
 
 
 def plan_erasures(config: Config, graph: LineageGraph, registry: ConnectorRegistry,
                   subjects: list[tuple[str, str]], with_residue: bool = True) -> list[Plan]:
     """One plan per subject (hmac, raw id), measured in one pass per dataset."""
-    from connectors.base import count_target
+    from connectors.base import abilities, count_target
 
     untouched: list[dict] = []
     targets, unresolved, out_of_scope = resolve_targets(config, graph, registry, untouched)
@@ -220,7 +233,7 @@ def plan_erasures(config: Config, graph: LineageGraph, registry: ConnectorRegist
         except Exception as exc:   # the library's error, translated once, keys redacted
             raise ConnectorError(f"{t.name}: cannot read with the {t.connector.name} connector: "
                                  f"{type(exc).__name__}: {redact(str(exc), vals)[:500]}") from None
-        after = residue_after(config, t)
+        after = residue_after(t)
         for hm, _ in subjects:
             v = values[(i, hm)]
             per_subject[hm].append(Target(
@@ -230,8 +243,9 @@ def plan_erasures(config: Config, graph: LineageGraph, registry: ConnectorRegist
                 counted.details.get(v, {}), list(counted.not_verified), t.key_suffix))
     notes = [f"{t.name}: key column {t.column} matched by name (no column lineage)"
              for t in targets if t.how == "name_match"]
+    can = {t.connector.name: abilities(t.connector) for t in targets}
     return [Plan(hm, now, per_subject[hm], list(unresolved), list(out_of_scope), notes,
-                 list(untouched)) for hm, _ in subjects]
+                 list(untouched), dict(can)) for hm, _ in subjects]
 
 
 __all__ = ["Plan", "ResolvedTarget", "Target", "plan_erasures", "resolve_targets"]

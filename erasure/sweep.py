@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from connectors.base import FileVersions
+from connectors.base import FileVersions, Presentation
 
 from .errors import ExitCode
 from .planning import plan_erasures
@@ -146,17 +146,11 @@ def _finding(st, t, new_target: bool, erased: dict[str, int],
                     "rows": t.rows, "dataset": (t.derived_from or {}).get("name"),
                     "dataset_version": (t.derived_from or {}).get("dataset_version")}
         return None
-    kinds = []
-    if t.rows:
-        kinds.append("live rows")
-    if t.files and not t.rows:
-        kinds.append("rows hidden by deletion vectors still in live files")
+    # what is back, in the connector's words (its Presentation)
+    shown = conn.presentation if conn is not None else Presentation.default(t.connector)
+    kinds = shown.sweep_kinds(t.to_json())
     strict = t.residue_after.get("mode") != "keep-history"
     residue = t.residue_now if strict else []
-    if residue:
-        kinds.append("residue")
-    if t.details.get("served_by_get_online_features"):   # an online store (Feast) serves it
-        kinds.append("served online")
     if not kinds:
         return None
     since = None

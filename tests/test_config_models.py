@@ -116,15 +116,19 @@ def test_each_connector_owns_its_section_model_in_its_own_module():
     from connectors.mlflow_config import MlflowConfig
 
     owners = {name: _strip(annotation) for name, (annotation, _) in config_sections().items()}
-    owners["feast"] = _strip(typing.get_args(owners["feast"])[0])
-    assert {n: m.__module__ for n, m in owners.items()} == {
+    owners = {n: _strip(typing.get_args(m)[0]) if typing.get_origin(m) is list else m
+              for n, m in owners.items()}
+    assert {n: owners[n].__module__ for n in ("delta", "feast", "mlflow")} == {
         "delta": "connectors.delta.config", "feast": "connectors.feast.config",
         "mlflow": "connectors.mlflow_config"}
+    # every section comes from a connector's plug-in, none from the core
+    assert all(m.__module__.startswith("connectors.") for m in owners.values()), owners
     core = {n: _strip(f.annotation) for n, f in config.CoreFile.model_fields.items()}
     for name in ("ledger", "keys", "lineage", "signing"):
         assert core[name].__module__ == "erasure.config", name
-    # the engine's old names still name the connectors' models
-    assert config.DeltaSettings is DeltaSettings and config.MlflowConfig is MlflowConfig
+    # the core names no connector's model
+    assert not hasattr(config, "DeltaSettings") and not hasattr(config, "MlflowConfig")
+    assert owners["delta"] is DeltaSettings and owners["mlflow"] is MlflowConfig
 
 
 def test_help_loads_no_pydantic_and_the_config_models_load_no_connector_library():
@@ -223,7 +227,7 @@ def test_models_are_strict_and_frozen_when_built_in_code():
     assert (s.residue, s.max_conflict_retries, s.storage_options) == ("keep-history", 5, {})
 
 
-def test_the_typed_config_keeps_the_names_the_engine_uses(lake):
+def test_the_typed_config_holds_each_connectors_section_as_its_model(lake):
     from connectors.delta.config import DeltaSettings
     from connectors.mlflow import settings_from
     from connectors.mlflow_config import MlflowConfig
@@ -240,17 +244,18 @@ def test_the_typed_config_keeps_the_names_the_engine_uses(lake):
 
     c = load_config(cfg)
 
-    assert isinstance(c.delta, DeltaSettings)
-    assert (c.delta.residue, c.delta.max_conflict_retries, c.delta.storage_options) == (
+    delta, mlflow = c.section("delta"), c.section("mlflow")
+    assert isinstance(delta, DeltaSettings)
+    assert (delta.residue, delta.max_conflict_retries, delta.storage_options) == (
         "keep-history", 2, {"AWS_REGION": "eu-central-1"})
-    assert isinstance(c.mlflow, MlflowConfig) and c.mlflow.registry_uri is None
-    assert settings_from(c.mlflow, c.base_dir).tracking_uri == (
+    assert isinstance(mlflow, MlflowConfig) and mlflow.registry_uri is None
+    assert settings_from(mlflow, c.base_dir).tracking_uri == (
         "sqlite:///" + str(lake.root.resolve() / "mlflow.db"))
     assert c.signing_dir == lake.root.resolve() / "keys" / "signing"
     assert c.roots[0].name == str((lake.root / "tables/raw/reviews").resolve())
     o = c.override_for("file", str((lake.root / "tables/agg/daily_ratings").resolve()))
     assert o is not None and (o.column, o.exclude) == (None, "legal hold")
-    assert c.feast_repos == () and c.lenient_events is False
+    assert c.section("feast") == [] and c.lenient_events is False
     assert c.event_globs == (str(lake.root.resolve() / "events" / "*.jsonl"),)
 
 
@@ -264,6 +269,7 @@ def test_the_sample_lake_config_as_make_demo_builds_it_loads(tmp_path):
 
     c = load_config(Path(info["config"]))
 
-    assert [p.name for p in c.feast_repos] == [Path(info["feast_repo"]).name]
-    assert isinstance(c.mlflow, MlflowConfig) and c.mlflow.tracking_uri == "sqlite:///mlflow.db"
-    assert c.delta.residue == "purge" and len(c.roots) == 1
+    assert [Path(e.repo).name for e in c.section("feast")] == [Path(info["feast_repo"]).name]
+    mlflow = c.section("mlflow")
+    assert isinstance(mlflow, MlflowConfig) and mlflow.tracking_uri == "sqlite:///mlflow.db"
+    assert c.section("delta").residue == "purge" and len(c.roots) == 1

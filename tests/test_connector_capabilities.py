@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from connectors import presentations
-from connectors.base import (ConnectorRegistry, DerivesTargets, FileVersions, Presentation,
-                             ReaderView, ReadsVersions, VerifiesItself)
+from connectors.base import (Connector, ConnectorPlugin, ConnectorRegistry, DerivesTargets,
+                             ErasesInTransaction, FileVersions, Presentation, Purges, ReaderView,
+                             ReadsVersions, TracesAttempts, Versioned, VerifiesItself,
+                             abilities, ability_lines)
 from connectors.delta import DeltaConnector
 from connectors.feast import FeastConnector
 from connectors.mlflow import MlflowConnector, MlflowSettings
@@ -33,22 +35,94 @@ def test_capabilities_are_found_by_protocol_not_by_name():
         False, False, True, False]
     assert [c.capabilities.provenance_context for c in (delta, parquet, feast, mlflow)] == [
         False, False, False, True]
+    # the Delta-shaped methods are Delta's own capabilities now: no connector stubs them
+    assert [isinstance(c, Versioned) for c in (delta, parquet, feast, mlflow)] == [
+        True, False, False, False]
+    assert [isinstance(c, TracesAttempts) for c in (delta, parquet, feast, mlflow)] == [
+        True, False, False, False]
+    assert [isinstance(c, Purges) for c in (delta, parquet, feast, mlflow)] == [
+        True, False, False, False]
+    assert [isinstance(c, ErasesInTransaction) for c in (delta, parquet, feast, mlflow)] == [
+        False, False, False, False]
+    for c in (parquet, feast, mlflow):
+        for stub in ("table_version", "rows_written_since", "rows_deleted_by_tags", "history",
+                     "purge"):
+            assert not hasattr(c, stub), (c.name, stub)
+    assert [c.capabilities.guard for c in (delta, parquet, feast, mlflow)] == [
+        "versioned", "exact", "subject-keys", "exact"]
     for path in ERASURE.rglob("*.py"):
         text = path.read_text(encoding="utf-8")
         assert "hasattr(" not in text and "wants_context" not in text, path
 
 
+def test_abilities_are_data_and_say_what_a_connector_cannot_do():
+    parquet, feast = ParquetConnector(), FeastConnector([])
+    a = abilities(parquet)
+    assert (a["purge"], a["versions"], a["traces_attempts"], a["guard"]) == (
+        False, False, False, "exact")
+    assert a["notes"] == list(ParquetConnector.capabilities.notes)
+    lines = ability_lines(a)
+    assert lines[0].startswith("no physical purge")
+    assert any("cannot trace an interrupted attempt" in x for x in lines)
+    assert any(x.startswith("guard: counts compared with the plan, no tolerance") for x in lines)
+    d = abilities(DeltaConnector())
+    assert (d["purge"], d["versions"], d["traces_attempts"]) == (True, True, True)
+    assert not any(x.startswith("no physical purge") for x in ability_lines(d))
+    f = ability_lines(abilities(feast))
+    assert any("keys built from the subject's own id" in x for x in f)
+
+
+def test_connectors_are_plugins_named_by_entry_points():
+    from importlib.metadata import entry_points
+
+    import connectors
+
+    found = {ep.name: ep.value for ep in entry_points(group=connectors.GROUP)}
+    for name in ("delta", "parquet", "feast", "mlflow"):
+        assert found[name] == connectors.BUILTIN[name]
+        plugin = connectors.plugins()[name]
+        assert isinstance(plugin, ConnectorPlugin) and plugin.name == name
+    # the registry asks Delta before Parquet (a Delta folder holds Parquet files)
+    order = list(connectors.plugins())
+    assert order.index("delta") < order.index("parquet")
+
+
+def test_no_connector_is_named_in_the_core():
+    """The core (erasure/) has no connector name in its code: rows, fields, findings and
+    settings of a system come from its connector (comments and docstrings may give examples)."""
+    import ast
+    import io
+    import tokenize
+
+    names = {"delta", "parquet", "feast", "mlflow", "redis"}   # (the ledger itself is SQLite)
+    for path in ERASURE.rglob("*.py"):
+        src = path.read_text(encoding="utf-8")
+        doc_lines = {n.body[0].value.lineno for n in ast.walk(ast.parse(src))
+                     if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                                       ast.AsyncFunctionDef))
+                     and n.body and isinstance(n.body[0], ast.Expr)
+                     and isinstance(n.body[0].value, ast.Constant)}
+        for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+            if tok.type not in (tokenize.NAME, tokenize.STRING) or tok.start[0] in doc_lines:
+                continue
+            words = {w.lower() for w in tok.string.replace(".", " ").replace("_", " ")
+                     .replace('"', " ").replace("'", " ").split()}
+            assert not (words & names), f"{path.name}:{tok.start[0]}: {tok.string[:60]}"
+
+
 def test_presentation_comes_from_the_connector():
     shown = presentations()
-    assert list(shown) == ["delta", "parquet", "feast", "mlflow"]
+    assert list(shown)[:2] == ["delta", "parquet"]
+    assert {"delta", "parquet", "feast", "mlflow"} <= set(shown)
     assert (shown["delta"].kind, shown["delta"].kinds) == ("Delta Lake table", "Delta Lake tables")
     assert shown["mlflow"].action == "flagged for retraining"
     assert shown["parquet"].short("/lake/a/b/c.parquet") == "b/c.parquet"
     assert shown["feast"].short("a/b/c") == "a/b/c"
     reg = ConnectorRegistry([ParquetConnector()])
     assert reg.presentation("parquet") is ParquetConnector.presentation
-    other = reg.presentation("sql")            # a connector no installed one has
-    assert (other.kind, other.kinds, other.action) == ("sql dataset", "sql datasets", "erased")
+    other = reg.presentation("nosuch")         # a connector no installed one has
+    assert (other.kind, other.kinds, other.action) == (
+        "nosuch dataset", "nosuch datasets", "erased")
     assert isinstance(other, Presentation)
 
 

@@ -29,7 +29,7 @@ from deltalake.transaction import AddAction
 from connectors.delta import DeltaConnector
 from connectors.delta.logclean import ORPHAN_GRACE
 from connectors.delta.residue import _Matcher, scan_table_folder
-from erasure.config import DeltaSettings
+from connectors.delta.config import DeltaSettings
 
 from conftest import files_holding
 from test_real_delta_tables import copy_table, physical_traces, read_all

@@ -44,7 +44,7 @@ class OverDeleting(DeltaConnector):
 
 def engine_with(lake, connector_cls, **kw) -> Engine:
     cfg = load_config(lake.config)
-    return Engine(cfg, registry=ConnectorRegistry([connector_cls(cfg.delta, **kw),
+    return Engine(cfg, registry=ConnectorRegistry([connector_cls(cfg.section("delta"), **kw),
                                                    ParquetConnector()]))
 
 
@@ -168,9 +168,10 @@ def test_lost_commit_races_are_retryable_and_exit_75(lake):
     rid = submit_for(lake, "42")
     cfg = load_config(lake.config)
     from dataclasses import replace
-    cfg = replace(cfg, delta=cfg.delta.model_copy(update={"max_conflict_retries": 1}))
+    cfg = replace(cfg, sections={**cfg.sections, "delta": cfg.section("delta").model_copy(
+        update={"max_conflict_retries": 1})})
     eng = Engine(cfg, registry=ConnectorRegistry([
-        DeltaConnector(cfg.delta, before_commit=always_compact), ParquetConnector()]))
+        DeltaConnector(cfg.section("delta"), before_commit=always_compact), ParquetConnector()]))
     [out] = Runner(eng).run([rid])
     assert out.status == "failed" and out.retryable
     assert "commit attempts lost" in out.errors[0]

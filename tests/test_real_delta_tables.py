@@ -21,7 +21,7 @@ import pytest
 from deltalake import DeltaTable, QueryBuilder, write_deltalake
 
 from connectors.delta import DeltaConnector
-from erasure.config import DeltaSettings
+from connectors.delta.config import DeltaSettings
 
 from conftest import TESTDATA as _DATA
 

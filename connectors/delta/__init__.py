@@ -19,17 +19,21 @@ import re
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 from urllib.parse import unquote
 
 from erasure.errors import (ConflictRetriesExhausted, ErasureError, ErasureFailed,
                             UnknownDatasetError)
 
-from ..base import Capabilities, EraseResult, Presentation, PurgeResult, TargetCount
+from ..base import (Capabilities, ConnectorPlugin, ConnectorRegistry, EraseResult, Presentation,
+                    PurgeResult, TargetCount)
 from . import logclean
 from .config import DeltaSettings
 from .residue import FolderScan, scan_table_folder
 from .sql import count_by_key_sql, quote_ident
+
+if TYPE_CHECKING:
+    from erasure.config import Config
 
 OBJECT_STORE_SCHEMES = ("s3://", "s3a://", "gs://", "abfss://", "az://")
 DEFAULT_LOG_RETENTION = "interval 30 days"
@@ -51,8 +55,7 @@ def parse_interval(text: str) -> timedelta:
 class DeltaConnector:
     name = "delta"
     capabilities = Capabilities(
-        physical_purge=True, residue_scan=True, batch=True, traceable_attempts=True,
-        erase_order=0,
+        residue_scan=True, batch=True, guard="versioned", erase_order=0,
         notes=("residue scan covers local tables only; object-store tables are erased and "
                "purged but their folder is not listed",))
     presentation = Presentation("Delta Lake table", "Delta Lake tables",
@@ -184,7 +187,8 @@ class DeltaConnector:
             return None   # the log no longer reaches back to the run
         return max(at)
 
-    def residue_after(self, mode: str, namespace: str, name: str) -> dict[str, Any]:
+    def residue_after(self, namespace: str, name: str, mode: str | None = None) -> dict[str, Any]:
+        mode = mode or self.settings.residue
         if mode == "purge":
             note = ("old data files vacuumed, change data removed, log checkpointed and older "
                     "commits deleted (no table setting is changed): time travel to earlier "
@@ -560,3 +564,11 @@ def pa_column(batch, name: str) -> list:
     import pyarrow as pa
 
     return pa.table(batch).column(name).to_pylist()
+
+
+def _build(config: Config, registry: ConnectorRegistry) -> DeltaConnector:
+    return DeltaConnector(config.section("delta"))
+
+
+PLUGIN = ConnectorPlugin("delta", DeltaConnector.presentation, _build, section="delta",
+                         model=DeltaSettings, default=DeltaSettings, order=10)

@@ -20,10 +20,13 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from erasure.errors import UnknownDatasetError
 
-from ..base import Capabilities, EraseResult, Presentation, PurgeResult, TargetCount
+from ..base import (Capabilities, ConnectorPlugin, ConnectorRegistry, EraseResult, Presentation,
+                    TargetCount)
+from .config import FeastRepoEntry
 from .keys import KEY_TYPES, FeatureViewInfo, FeastRepo
 
 if TYPE_CHECKING:
+    from erasure.config import Config
     from erasure.lineage.graph import DatasetId, LineageGraph
 
 SUPPORTED_ONLINE = ("sqlite", "redis")
@@ -41,12 +44,17 @@ class FeastPresentation(Presentation):
                 lines.append(f"{key}: {d[key]}")
         return lines
 
+    def sweep_kinds(self, t: dict[str, Any]) -> list[str]:
+        kinds = super().sweep_kinds(t)
+        if t.get("details", {}).get("served_by_get_online_features"):
+            kinds.append("served online")
+        return kinds
+
 
 class FeastConnector:
     name = "feast"
     capabilities = Capabilities(
-        physical_purge=False, residue_scan=True, batch=True, traceable_attempts=False,
-        erase_order=10,
+        residue_scan=True, batch=True, guard="subject-keys", erase_order=10,
         notes=("runs after the offline sources are erased and purged, so a materialize "
                "cannot restore the subject",
                "online stores supported: sqlite, redis; others are reported unsupported"))
@@ -174,22 +182,9 @@ class FeastConnector:
                 + (counted.details.get(v, {}).get("offline_rows_feast_reads") or 0)
                 for v in values}
 
-    def table_version(self, namespace: str, name: str) -> int | None:
-        return None
-
     def live_rows(self, namespace: str, name: str, column: str,
                   values: Sequence[Any]) -> dict[Any, int]:
         return self.count(namespace, name, column, values, with_residue=False).rows
-
-    def rows_written_since(self, namespace: str, name: str, version: int | None,
-                           upto: int | None = None) -> int:
-        # every key deleted is built from the subject's own id, so the delete cannot reach
-        # another entity; a materialize may have (re)written the subject's own keys since
-        # the plan, which the tolerance admits
-        return 1 << 30
-
-    def rows_deleted_by_tags(self, namespace: str, name: str, tags: Sequence[str]) -> int:
-        return 0
 
     # ---- erasing --------------------------------------------------------------------
     def erase(self, namespace: str, name: str, column: str, values: Sequence[Any],
@@ -201,17 +196,26 @@ class FeastConnector:
         return EraseResult(rows_deleted=deleted, version_before=None, version_after=None,
                            files_removed=0, files_added=0)
 
-    def history(self, namespace: str, name: str) -> list[dict[str, Any]]:
-        return []
-
-    def purge(self, namespace: str, name: str, column: str, values: Sequence[Any],
-              tag: str) -> PurgeResult:
-        return PurgeResult(notes=["nothing to purge beyond the delete"])
-
-    def residue_after(self, mode: str, namespace: str, name: str) -> dict[str, Any]:
+    def residue_after(self, namespace: str, name: str, mode: str | None = None) -> dict[str, Any]:
         repo = self.repo_for(namespace)
         note = {"sqlite": "rows deleted with secure_delete (freed pages zeroed)",
                 "redis": ("fields deleted from the entity's hash; Redis persistence files "
                           "(RDB/AOF) keep old values until they are rewritten")}.get(
             repo.online_type, "unsupported online store")
         return {"mode": "delete", "remains": [], "until": None, "note": note}
+
+
+def _build(config: Config, registry: ConnectorRegistry) -> FeastConnector | None:
+    entries = config.section("feast") or []
+    if not entries:
+        return None
+    from .. import extras
+
+    extras.require(extras.FEAST)
+    from erasure.config import resolve_path
+
+    return FeastConnector([resolve_path(config.base_dir, e.repo) for e in entries])
+
+
+PLUGIN = ConnectorPlugin("feast", FeastConnector.presentation, _build, section="feast",
+                         model=list[FeastRepoEntry], default=list, order=30)
