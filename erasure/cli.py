@@ -142,9 +142,20 @@ def _print_plan(p: dict, registry: ConnectorRegistry) -> None:
         typer.echo(f"  out of scope  {u['name']}: {u['reason']}")
     for u in p["unresolved"]:
         typer.echo(f"  UNRESOLVED    {u['namespace']}:{u['name']}: {u['reason']}")
+    _print_abilities(p.get("connectors", {}))
     tot = p["totals"]
     typer.echo(f"Total: {tot['rows']} rows in {tot['targets']} targets, "
                f"{tot['unresolved']} unresolved, {tot.get('not_verified', 0)} not verifiable.")
+
+
+def _print_abilities(by_connector: dict, indent: str = "  ") -> None:
+    """What each connector with a target can and cannot do, as its plan recorded it."""
+    from connectors.base import ability_lines
+
+    for name, a in by_connector.items():
+        typer.echo(f"{indent}{name} can and cannot:")
+        for line in ability_lines(a):
+            typer.echo(f"{indent}    {line}")
 
 
 @app.command()
@@ -285,6 +296,9 @@ def _print_outcomes(o: dict) -> None:
             typer.echo(f"  note: {n}")
         for e in r["errors"]:
             typer.echo(f"  error: {e}", err=True)
+    if o.get("connectors"):
+        typer.echo("What the systems reached can and cannot do:")
+        _print_abilities(o["connectors"])
     typer.echo(f"Overall: {o['status']}")
 
 
@@ -310,15 +324,19 @@ def run(request_ids: List[str] = typer.Argument(None, help="Request ids to execu
         for rid in ids:
             eng.ledger.require(rid)
         outcomes = []
+        can: dict = {}
         # requests run in batches of RUN_CHUNK: memory stays bounded however many are
         # pending, and each batch still erases one pass per dataset
         for i in range(0, len(ids), RUN_CHUNK):
-            outcomes += Runner(eng).run(ids[i:i + RUN_CHUNK], replan=replan)
+            runner = Runner(eng)
+            outcomes += runner.run(ids[i:i + RUN_CHUNK], replan=replan)
+            can.update(runner.abilities)
     statuses = {o.status for o in outcomes}
     overall = ("failed" if "failed" in statuses else "incomplete" if "incomplete" in statuses
                else "not_found" if statuses == {"not_found"}
                else "completed" if outcomes else "nothing-to-do")
-    out = {"status": overall, "requests": [o.to_json() for o in outcomes]}
+    out = {"status": overall, "requests": [o.to_json() for o in outcomes],
+           "connectors": can}
     if len(outcomes) == 1:
         out["request_id"] = outcomes[0].request_id
     _emit(out, as_json, _print_outcomes)
@@ -464,6 +482,8 @@ def status(request_id: Optional[str] = typer.Argument(None),
                 typer.echo(f"    {t['name']}: " + ", ".join(f"{k} {v}" for k, v in t["steps"].items()))
                 for why in t.get("not_verified") or []:
                     typer.echo(f"      not verified: {why}")
+            if request_id:
+                _print_abilities(s.get("connectors", {}), "    ")
     _emit(out, as_json, human)
 
 
@@ -599,7 +619,7 @@ def run_cli(argv: list[str] | None = None) -> int:
     """Run one command and return its exit code (what `main` exits with)."""
     import warnings
 
-    from .errors import ErasureError
+    from .errors import ErasureError, subject_args
 
     # libraries' deprecation chatter (feast switches it on process-wide) is not for operators
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -620,7 +640,10 @@ def run_cli(argv: list[str] | None = None) -> int:
         if callable(show) and isinstance(code, int):
             show()
             return code
-        typer.echo(f"internal error: {type(exc).__name__}: {exc}", err=True)
+        from .subject import redact
+
+        text = redact(str(exc), subject_args(list(argv or sys.argv[1:])))
+        typer.echo(f"internal error: {type(exc).__name__}: {text}", err=True)
         return ExitCode.INTERNAL
     finally:
         eng = _state.pop("engine", None)

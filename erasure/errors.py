@@ -27,6 +27,7 @@ Messages never contain a subject identifier; they name a subject by its HMAC pre
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any, Sequence
 
 
 class ExitCode(IntEnum):
@@ -94,3 +95,29 @@ class RetryableError(ErasureError):
 class ConflictRetriesExhausted(RetryableError):
     pass
 
+
+
+def translated(exc: BaseException, where: str, keys: Sequence[Any] = (),
+               limit: int = 500) -> ErasureError:
+    """The one place a library's exception becomes one of ours. An ErasureError is returned
+    unchanged; anything else becomes a ConnectorError that says where it happened, with the
+    library's type and message, every subject key in it redacted (`subject.redact`), cut to
+    `limit` characters. Callers raise what this returns (`raise translated(...) from None`)
+    or record its text as a failed step."""
+    if isinstance(exc, ErasureError):
+        return exc
+    from .subject import redact
+
+    return ConnectorError(f"{where}: {type(exc).__name__}: {redact(str(exc), keys)[:limit]}")
+
+
+def subject_args(argv: Sequence[str]) -> list[str]:
+    """The subject ids a command line carries (`--subject-id X`, `--identity T=X`): the CLI's
+    boundary redacts them from an unexpected error's text before printing it."""
+    out, flags = [], ("--subject-id", "--identity")
+    for i, a in enumerate(argv):
+        if a in flags and i + 1 < len(argv):
+            out.append(argv[i + 1])
+        elif a.startswith(tuple(f + "=" for f in flags)):
+            out.append(a.split("=", 1)[1])
+    return out + [v.split("=", 1)[1] for v in out if "=" in v]

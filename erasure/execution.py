@@ -17,10 +17,10 @@ from connectors.base import (EraseResult, ErasesInTransaction, ProvenanceAware,
                              ProvenanceContext, Purges,
                              TracesAttempts, Versioned, VerifiesItself, count_target)
 
-from .errors import ConnectorError, ErasureError, GuardTripped, InputError, RetryableError
+from .errors import ConnectorError, GuardTripped, InputError, RetryableError, translated
 from .planning import Target, plan_erasures
 from .requests import RequestState, load_state
-from .subject import coerce_subject_id, redact, short
+from .subject import coerce_subject_id, short
 
 if TYPE_CHECKING:
     from connectors.base import Connector
@@ -68,6 +68,8 @@ class Runner:
         self.failed: dict[str, list[str]] = {}
         self.unverified: dict[str, list[str]] = {}   # request -> parts not verified, with why
         self.terminal: set[str] = set()    # failed requests that a plain retry will not fix
+        # what each connector reached can and cannot do, as the run's plans recorded it
+        self.abilities: dict[str, dict[str, Any]] = {}
 
     # ---- planning ---------------------------------------------------------------
     def _plan(self, states: dict[str, RequestState], raw: dict[str, str], replan: bool) -> None:
@@ -369,6 +371,9 @@ class Runner:
                     continue
                 groups.setdefault(t.key, []).append(Member(rid, st.subject_hmac, t, v))
         order = {t.key: i for st in active.values() if st.plan for i, t in enumerate(st.plan.targets)}
+        for st in active.values():
+            if st.plan is not None:
+                self.abilities.update(st.plan.connectors)
         erase_order = {c.name: c.capabilities.erase_order for c in self.engine.registry.connectors}
         for members in sorted(groups.values(), key=lambda ms: (
                 erase_order.get(ms[0].target.connector, 0), order.get(ms[0].target.key, 0))):
@@ -382,9 +387,8 @@ class Runner:
                 self._purge(conn, members)
                 self._verify(conn, members)
             except Exception as exc:   # one boundary: connector errors become failed steps
-                msg = str(exc) if isinstance(exc, ErasureError) else (
-                    f"{t.name}: {t.connector} connector error: {type(exc).__name__}: "
-                    + redact(str(exc), [m.value for m in members])[:500])
+                msg = str(translated(exc, f"{t.name}: {t.connector} connector error",
+                                     [m.value for m in members]))
                 phase = "erase"
                 with self.ledger.transaction():
                     for m in members:
@@ -467,10 +471,10 @@ class Runner:
             conn = self.engine.registry.get(members[0].target.connector)
             try:
                 self._verify(conn, members, phase="reverify")
-            except Exception as exc:
+            except Exception as exc:   # the same boundary as the run's
                 for m in members:
-                    self._fail(m.request_id, f"{m.target.name}: reverify could not run: "
-                               f"{type(exc).__name__}: {redact(str(exc), [m.value])[:300]}")
+                    self._fail(m.request_id, str(translated(
+                        exc, f"{m.target.name}: reverify could not run", [m.value], 300)))
         out = []
         for rid, st in self.states.items():
             if not st.done:

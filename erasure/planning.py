@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from .canonical import canonical_text
 from .config import Config
-from .errors import ConnectorError, ErasureError, UnknownDatasetError
+from .errors import UnknownDatasetError, translated
 from .lineage.graph import LineageGraph, trace_subject_keys
-from .subject import coerce_subject_id, redact
+from .subject import coerce_subject_id
 
 if TYPE_CHECKING:
     from connectors.base import ConnectorRegistry
@@ -184,11 +184,8 @@ def resolve_targets(config: Config, graph: LineageGraph, registry: ConnectorRegi
         if isinstance(conn, DerivesTargets):
             try:
                 more, more_unresolved, left = conn.derive_targets(graph, list(targets), unresolved)
-            except ErasureError:
-                raise
             except Exception as exc:   # the store is unreachable or misconfigured
-                raise ConnectorError(f"{conn.name}: cannot read the store: "
-                                     f"{type(exc).__name__}: {str(exc)[:400]}") from None
+                raise translated(exc, f"{conn.name}: cannot read the store", limit=400) from None
             targets.extend(more)
             unresolved.extend(more_unresolved)
             if untouched is not None:
@@ -228,11 +225,9 @@ def plan_erasures(config: Config, graph: LineageGraph, registry: ConnectorRegist
         try:
             counted = count_target(t.connector, t.namespace, t.name, t.column,
                                    list(dict.fromkeys(vals)), with_residue, t.derived_from)
-        except ErasureError:
-            raise
         except Exception as exc:   # the library's error, translated once, keys redacted
-            raise ConnectorError(f"{t.name}: cannot read with the {t.connector.name} connector: "
-                                 f"{type(exc).__name__}: {redact(str(exc), vals)[:500]}") from None
+            raise translated(exc, f"{t.name}: cannot read with the {t.connector.name} "
+                             "connector", vals) from None
         after = residue_after(t)
         for hm, _ in subjects:
             v = values[(i, hm)]

@@ -249,6 +249,7 @@ class RequestState:
                 "status": self.status, "received_at": self.received_at,
                 "deadline": self.deadline, "requested_by": self.requested_by,
                 "targets": targets,
+                "connectors": self.plan.connectors if self.plan else {},
                 "unresolved": self.plan.unresolved if self.plan else [],
                 "errors": self.errors, "ledger_entries": self.entries}
 

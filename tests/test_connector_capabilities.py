@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from connectors import presentations
-from connectors.base import (Connector, ConnectorPlugin, ConnectorRegistry, DerivesTargets,
+from connectors.base import (ConnectorPlugin, ConnectorRegistry, DerivesTargets,
                              ErasesInTransaction, FileVersions, Presentation, Purges, ReaderView,
                              ReadsVersions, TracesAttempts, Versioned, VerifiesItself,
                              abilities, ability_lines)
@@ -151,3 +151,57 @@ def test_model_target_key_is_stored_and_old_plans_keep_their_keys():
     assert target_key(old) == model.key
     unversioned = {**old, "derived_from": {**derived, "dataset_version": None}}
     assert target_key(unversioned) == "mlflow|mlflow:sqlite|churn/2|user_id|/lake/raw/users@None"
+
+
+def test_plan_run_status_and_report_say_what_each_connector_cannot_do(lake, capsys, tmp_path):
+    """The abilities are recorded with the plan and shown by plan, run, status and the PDF:
+    the sample lake's Parquet export has no purge and no traceable attempts, said plainly."""
+    import subprocess
+
+    code, plan = lake.cli_json(capsys, "plan", "--subject-id", "42")
+    assert code == 0
+    assert set(plan["connectors"]) == {"delta", "parquet"}
+    assert plan["connectors"]["parquet"] == abilities(ParquetConnector())
+    assert plan["connectors"]["delta"]["purge"] is True
+    code, text = lake.cli("plan", "--subject-id", "42", capsys=capsys)
+    assert "parquet can and cannot:" in text
+    assert "no physical purge: nothing beyond the erase is removed" in text
+    code, sub = lake.cli_json(capsys, "request", "submit", "--subject-id", "42")
+    rid = sub["request_id"]
+    code, res = lake.cli_json(capsys, "run", rid)
+    assert code == 0 and res["connectors"] == plan["connectors"]
+    code, st = lake.cli_json(capsys, "status", rid)
+    assert st["connectors"] == plan["connectors"]
+    code, text = lake.cli("status", rid, capsys=capsys)
+    assert "cannot trace an interrupted attempt" in text
+    assert lake.cli("keys", "init", capsys=capsys)[0] == 0
+    pdf = tmp_path / "r.pdf"
+    assert lake.cli("report", rid, "--output", str(pdf), capsys=capsys)[0] == 0
+    shown = " ".join(subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True,
+                                    text=True, check=True).stdout.split())
+    assert "What each system can and cannot do" in shown
+    assert "Parquet files: no physical purge" in shown
+
+
+def test_a_library_error_is_translated_once_with_the_keys_redacted(lake, capsys, monkeypatch):
+    from erasure import errors
+    from erasure.errors import ConnectorError, GuardTripped, translated
+
+    err = translated(ValueError("no row for 'x-77' in part-x-77.parquet"), "t: read", ["x-77"])
+    assert isinstance(err, ConnectorError) and "x-77" not in str(err)
+    assert str(err) == "t: read: ValueError: no row for '<subject>' in part-<subject>.parquet"
+    ours = GuardTripped("kept as it is")
+    assert translated(ours, "anywhere", ["kept"]) is ours
+    # the CLI's last boundary: an unexpected error's text loses the ids the command carried
+    import erasure.planning
+
+    def boom(*a, **k):
+        raise RuntimeError("planner fell over on 4242 and on user 4242's rows")
+
+    monkeypatch.setattr(erasure.planning, "plan_erasures", boom)
+    code, _ = lake.cli("plan", "--subject-id", "4242", capsys=capsys)
+    assert code == errors.ExitCode.INTERNAL
+    assert lake.last_err.strip() == ("internal error: RuntimeError: planner fell over on "
+                                     "<subject> and on user <subject>'s rows")
+    assert errors.subject_args(["plan", "--subject-id", "4242", "--identity=email=a@b.c"]) == [
+        "4242", "email=a@b.c", "a@b.c"]

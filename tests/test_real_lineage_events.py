@@ -381,3 +381,23 @@ def test_store_round_trip_keeps_column_lineage(tmp_path):
     tr = trace_subject_keys(LineageGraph(store.events()), [(("file", "/lake/users"), "user_id")])
     assert {(k.dataset[1], k.column, k.how) for k in tr.keyed} == {
         ("/lake/users", "user_id", "root"), ("/lake/reviews", "reviewer_id", "column_lineage")}
+
+
+def test_an_unnamed_job_is_named_by_the_events_canonical_json():
+    """Lenient mode accepts an event without job.name and names the job by a hash of the
+    event's RFC 8785 form: key order does not matter; an event with no canonical form (a
+    number beyond 2**53) is refused, not named by Python's repr of it."""
+    import pytest
+
+    from erasure.errors import MalformedEventError
+    from erasure.lineage.events import validate_event
+
+    ev = {"eventType": "COMPLETE", "eventTime": "2026-01-01T00:00:00Z", "producer": "p",
+          "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json",
+          "job": {"namespace": "ns"}, "inputs": [], "outputs": []}
+    a = validate_event(ev, lenient=True)
+    b = validate_event(dict(reversed(list(ev.items()))), lenient=True)
+    assert a.job == b.job and a.job[1].startswith("<unnamed job; event ")
+    assert validate_event({**ev, "extra": 1}, lenient=True).job != a.job
+    with pytest.raises(MalformedEventError, match="cannot be named by its content"):
+        validate_event({**ev, "extra": 2 ** 60}, lenient=True)

@@ -90,6 +90,18 @@ class Rejected:
         return f"{self.file}:{self.line}: {self.reason}"
 
 
+
+def _event_bytes(obj: Any) -> bytes:
+    """The event's canonical JSON (RFC 8785), what names a job without a name: the same
+    event always gets the same name, in any language. An event that has no canonical form (a
+    number beyond 2**53, a lone surrogate) is refused as malformed."""
+    from ..canonical import NotCanonicalJSON, canonical_bytes
+
+    try:
+        return canonical_bytes(obj)
+    except NotCanonicalJSON as exc:
+        _fail(f"has no job name and cannot be named by its content: {exc}")
+
 def _fail(msg: str) -> NoReturn:
     raise MalformedEventError(msg)
 
@@ -259,8 +271,7 @@ def validate_event(obj: Any, lenient: bool = False) -> LineageEvent:
     if jname is None:
         # without a name or run id nothing ties this event to another one: a job of its own,
         # so unrelated partial events never share a node (and a false lineage edge)
-        ident = run_id or hashlib.sha256(
-            json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        ident = run_id or hashlib.sha256(_event_bytes(obj)).hexdigest()[:12]
         jname = f"<unnamed job; {'run ' if run_id else 'event '}{ident}>"
     sides = []
     for side in ("inputs", "outputs"):

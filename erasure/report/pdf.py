@@ -260,4 +260,13 @@ def render(evidence: dict[str, Any], root_fingerprint: str, out: Path,
     for u in plan.get("untouched", []):
         notes.append(f"<b>Not affected</b> {u['name']}: {u['reason']}")
     story += [Paragraph(n, small) for n in notes] or [Paragraph("Nothing.", small)]
+    can = plan.get("connectors") or {}
+    if can:   # recorded with the plan (plans from before have none)
+        from connectors.base import ability_lines
+
+        story += [Spacer(1, 5 * mm), Paragraph("What each system can and cannot do", h2)]
+        for name, a in can.items():
+            title = shown[name].kinds if name in shown else name
+            story.append(Paragraph(f"<b>{_esc(title)}</b>: " + "; ".join(
+                _esc(x) for x in ability_lines(a)) + ".", small))
     doc.build(story)
