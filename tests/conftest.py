@@ -154,3 +154,36 @@ def s3_server(tmp_path):
         proc.terminate()
         proc.wait(10)
         log.close()
+
+
+# ---- Feast (tests/feast_helpers.py builds the repos) ----------------------------------------
+@pytest.fixture(scope="module")
+def feast():
+    """Feast imported once for the module (the import alone takes ~10 s)."""
+    import feast
+    import feast.data_format
+    import feast.infra.key_encoding_utils
+    import feast.infra.online_stores.helpers
+    import feast.protos.feast.types.EntityKey_pb2
+    import feast.protos.feast.types.Value_pb2
+    import feast.repo_operations
+    import feast.types
+
+    return feast
+
+
+@pytest.fixture
+def redis_project():
+    """A project name of its own in the shared Redis; its keys are deleted afterwards."""
+    import redis
+    from uuid import uuid4
+
+    from feast_helpers import REDIS
+
+    project = f"t{uuid4().hex[:8]}"
+    yield project
+    client = redis.Redis.from_url(f"redis://{REDIS}")
+    keys = list(client.scan_iter(b"*" + project.encode(), count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()

@@ -14,7 +14,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from uuid import uuid4
 
@@ -27,29 +27,13 @@ from deltalake import write_deltalake
 from erasure.cli import run_cli
 
 from conftest import files_holding, read_table
+from feast_helpers import (REDIS, STATS, T0, entity_key_bytes, materialize, online, stats_rows,
+                          stats_table, stats_view, write_repo)
 
 FEAST_BIN = Path(sys.executable).with_name("feast")
-T0 = datetime(2025, 3, 1, tzinfo=timezone.utc)
-MAT_START = datetime(2020, 1, 1, tzinfo=timezone.utc)
-REDIS = "127.0.0.1:6379"
 
 
-# ---- fixtures and helpers ----------------------------------------------------------------
-@pytest.fixture(scope="module")
-def feast():
-    """Feast imported once for the module (the import alone takes ~10 s)."""
-    import feast
-    import feast.data_format
-    import feast.infra.key_encoding_utils
-    import feast.infra.online_stores.helpers
-    import feast.protos.feast.types.EntityKey_pb2
-    import feast.protos.feast.types.Value_pb2
-    import feast.repo_operations
-    import feast.types
-
-    return feast
-
-
+# ---- fixtures and helpers (the `feast` and `redis_project` fixtures are in conftest.py) ----
 @pytest.fixture(scope="module")
 def feast_template(tmp_path_factory) -> Path:
     """The repo `feast init` generates, created once; tests copy it."""
@@ -67,20 +51,6 @@ def feast_template(tmp_path_factory) -> Path:
 def _clean_env(monkeypatch):
     monkeypatch.delenv("ERASURE_SUBJECT_KEY", raising=False)
     monkeypatch.delenv("ERASURE_CONFIG", raising=False)
-
-
-@pytest.fixture
-def redis_project():
-    """A project name of its own in the shared Redis; its keys are deleted afterwards."""
-    import redis
-
-    project = f"t{uuid4().hex[:8]}"
-    yield project
-    client = redis.Redis.from_url(f"redis://{REDIS}")
-    keys = list(client.scan_iter(b"*" + project.encode(), count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 def cli(cfg: Path, capsys, *args) -> tuple[int, dict | None]:
@@ -116,17 +86,6 @@ def applied_template(feast, feast_template: Path, tmp_path: Path, monkeypatch
     return project_dir, repo
 
 
-def write_repo(repo: Path, project: str, online: str = "sqlite") -> Path:
-    repo.mkdir(parents=True, exist_ok=True)
-    store = ({"type": "sqlite", "path": "data/online_store.db"} if online == "sqlite"
-             else {"type": "redis", "connection_string": REDIS})
-    lines = [f"project: {project}", "registry: data/registry.db", "provider: local",
-             "online_store:"] + [f"    {k}: {json.dumps(v)}" for k, v in store.items()] + [
-             "offline_store:", "    type: file", "entity_key_serialization_version: 3"]
-    (repo / "feature_store.yaml").write_text("\n".join(lines) + "\n")
-    return repo
-
-
 def write_config(where: Path, roots: list[tuple[Path, str]], repo: Path,
                  events: Path | None = None, extra: str = "") -> Path:
     text = extra
@@ -140,17 +99,6 @@ def write_config(where: Path, roots: list[tuple[Path, str]], repo: Path,
     return cfg
 
 
-def online(store, view: str, features: list[str], key: str, ids: list) -> dict:
-    """What get_online_features serves: {id: {feature: value}}."""
-    res = store.get_online_features(features=[f"{view}:{f}" for f in features],
-                                    entity_rows=[{key: i} for i in ids]).to_dict()
-    return {i: {f: res[f][n] for f in features} for n, i in enumerate(ids)}
-
-
-def materialize(store) -> None:
-    store.materialize(MAT_START, datetime.now(timezone.utc) + timedelta(days=1))
-
-
 def assert_materialize_cannot_restore(feast, repo, store, view, join_key, subject) -> None:
     """After a purge the Delta source has a log checkpoint under `_delta_log/`, which
     Feast's file offline store (Dask read_parquet) reads as a data file: materialize fails
@@ -161,56 +109,8 @@ def assert_materialize_cannot_restore(feast, repo, store, view, join_key, subjec
     assert online(store, view, STATS, join_key, [subject])[subject] == {f: None for f in STATS}
 
 
-def entity_key_bytes(feast, join_keys: list[str], values: list) -> bytes:
-    """The key exactly as Feast serializes it for the online store."""
-    from feast.infra.key_encoding_utils import serialize_entity_key
-    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-    from feast.protos.feast.types.Value_pb2 import Value
-
-    vals = [Value(int64_val=v) if isinstance(v, int) else Value(string_val=v) for v in values]
-    return serialize_entity_key(EntityKey(join_keys=join_keys, entity_values=vals),
-                                entity_key_serialization_version=3)
-
-
 def by_name(plan: dict) -> dict[str, dict]:
     return {t["name"]: t for t in plan["targets"]}
-
-
-def stats_rows(ids: list, hours: int = 4, key: str = "entity_id", tag: str = "",
-               start: datetime = T0) -> list[dict]:
-    """A few hourly feature rows per entity; the latest row is what goes online."""
-    out = []
-    for i in ids:
-        for h in range(hours):
-            n = int(i) if isinstance(i, int) else sum(map(ord, i))
-            out.append({key: i, "trips": n * 10 + h, "rating": n / 10 + h / 100,
-                        "nickname": f"nick-{i}-{tag}{h}-secret",
-                        "event_timestamp": start + timedelta(hours=h)})
-    return out
-
-
-def stats_table(rows: list[dict], key_type) -> pa.Table:
-    key = next(iter(rows[0]))
-    return pa.Table.from_pylist(rows, schema=pa.schema([
-        (key, key_type), ("trips", pa.int64()), ("rating", pa.float64()),
-        ("nickname", pa.string()), ("event_timestamp", pa.timestamp("us", tz="UTC"))]))
-
-
-STATS = ["trips", "rating", "nickname"]
-
-
-def stats_view(feast, name: str, entity, key: str, key_dtype, source_path: Path,
-               delta: bool = True):
-    from feast.types import Float64, Int64, String
-
-    src = feast.FileSource(
-        name=f"{name}_source", path=str(source_path), timestamp_field="event_timestamp",
-        **({"file_format": feast.data_format.DeltaFormat()} if delta else {}))
-    return feast.FeatureView(
-        name=name, entities=[entity], ttl=timedelta(days=3650), online=True, source=src,
-        schema=[feast.Field(name=key, dtype=key_dtype), feast.Field(name="trips", dtype=Int64),
-                feast.Field(name="rating", dtype=Float64),
-                feast.Field(name="nickname", dtype=String)])
 
 
 # ---- 1. the `feast init` template -------------------------------------------------------

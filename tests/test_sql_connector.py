@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from conftest import Lake
+from sql_helpers import Db, sql_database
 from test_proof_report import _pdf_decoded
 
 from connectors import default_registry
@@ -22,77 +21,17 @@ from connectors.sql import SqlConnector
 from erasure.config import load_config
 from erasure.errors import ConfigError, ConnectorError, GuardTripped, UnknownDatasetError
 
-PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
-PG_NAMESPACE = "postgres://127.0.0.1:5432"
 HOSTILE = ["x' OR '1'='1", "'; DROP TABLE accounts; --", "o'neil", 'dq"uote', "b\\",
            "émile ✓ 日本", "%", "_", "a" * 512, "Alice"]
 OTHERS = ["alice", "ALICE", "bob", "x", "1", "42", "o'neil2", "a" * 511, "%%", "émile"]
-
-
-@dataclass
-class Db:
-    """One test's database: the [[sql]] entry naming it and how to name a table in it."""
-
-    backend: str
-    root: Path                  # the folder the config file goes into
-    namespace: str
-    url: str                    # as written in the config
-    engine: sa.Engine           # the test's own engine, to set up and inspect tables
-    schema: str | None          # PostgreSQL: this test's schema
-
-    def name(self, table: str) -> str:
-        """The table as OpenLineage names it."""
-        return f"test.{self.schema}.{table}" if self.backend == "postgresql" else f"main.{table}"
-
-    def table(self, table: str, *columns: sa.Column) -> sa.Table:
-        t = sa.Table(table, sa.MetaData(), *columns, schema=self.schema)
-        t.create(self.engine)
-        return t
-
-    def rows(self, t: sa.Table) -> list[tuple]:
-        with self.engine.connect() as c:
-            return sorted(tuple(r) for r in c.execute(sa.select(t)))
-
-    def config(self, roots: list[tuple[str, str]], events: str | None = None,
-               extra: str = "") -> Path:
-        cfg = self.root / "erasure.toml"
-        text = f'[lineage]\nevents = [{json.dumps(events) if events else ""}]\n'
-        for name, column in roots:
-            text += (f'[[roots]]\nnamespace = "{self.namespace}"\nname = "{name}"\n'
-                     f'column = "{column}"\n')
-        cfg.write_text(text + f'[[sql]]\nnamespace = "{self.namespace}"\nurl = "{self.url}"\n'
-                       + extra)
-        return cfg
-
-    def connector(self) -> SqlConnector:
-        cfg = self.config([(self.name("none"), "x")])
-        conn = default_registry(load_config(cfg)).get("sql")
-        assert isinstance(conn, SqlConnector)
-        return conn
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
 def db(request, tmp_path, monkeypatch):
     monkeypatch.delenv("ERASURE_SUBJECT_KEY", raising=False)
     monkeypatch.delenv("ERASURE_CONFIG", raising=False)
-    if request.param == "sqlite":
-        engine = sa.create_engine(f"sqlite:///{tmp_path / 'crm.db'}")
-        yield Db("sqlite", tmp_path, f"sqlite:///{tmp_path / 'crm.db'}", "sqlite:///crm.db",
-                 engine, None)
-        engine.dispose()
-        return
-    schema = f"erasure_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(PG_URL)
-    with engine.begin() as c:
-        c.execute(sa.schema.CreateSchema(schema))
-    try:
-        # the url's database is replaced by the dataset name's first part (test)
-        yield Db("postgresql", tmp_path, PG_NAMESPACE,
-                 "postgresql://postgres@127.0.0.1:5432/postgres", engine, schema)
-    finally:
-        with engine.begin() as c:
-            c.execute(sa.schema.DropSchema(schema, cascade=True))
-        engine.dispose()
+    with sql_database(request.param, tmp_path) as d:
+        yield d
 
 
 def _users(db: Db) -> sa.Table:
