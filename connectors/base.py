@@ -48,9 +48,10 @@ if TYPE_CHECKING:
 #   tolerance (a subject re-ingested meanwhile), anything beyond trips the guard;
 # - "exact": no tolerance: rows found and rows deleted must equal the plan (re-plan after a
 #   concurrent change);
-# - "subject-keys": every key the erase addresses is built from the subject's own id, so it
-#   cannot reach another subject; counts may differ from the plan (the store rewrote the
-#   subject's keys since) and are recorded, not compared.
+# - "subject-keys": every key the erase addresses is built from the subject's own id; counts
+#   may differ from the plan (the store rewrote the subject's keys since), so the plan is no
+#   bound, but a delete that removes more than the subject's keys present just before it
+#   trips the guard (after the fact: the connector keeps no earlier version).
 Guard = Literal["versioned", "exact", "subject-keys"]
 
 
@@ -366,8 +367,8 @@ GUARD_TEXT = {
     "versioned": "counts compared with the plan; rows written since the planned version "
                  "are the only tolerance",
     "exact": "counts compared with the plan, no tolerance (re-plan after a concurrent change)",
-    "subject-keys": "deletes only keys built from the subject's own id; counts recorded, not "
-                    "compared",
+    "subject-keys": "deletes only keys built from the subject's own id; no more may go than "
+                    "the subject's keys present just before the delete",
 }
 
 

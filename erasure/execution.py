@@ -176,9 +176,14 @@ class Runner:
         # before a crash) may legitimately find fewer rows than planned on resume
         shortfall_ok = bool(earlier_tags) and not traceable
 
-        def off(found: int, tolerance: int) -> bool:
-            if guard == "subject-keys":    # only the subject's own keys can be addressed
-                return False
+        present = sum(live.values())
+
+        def off(found: int, tolerance: int, deleted: bool = False) -> bool:
+            if guard == "subject-keys":
+                # the subject's keys may have been rewritten since the plan, so the plan is no
+                # bound; but a delete can remove no more than the subject's keys present
+                # just before it
+                return deleted and found > present
             diff = found + already - planned
             return diff > tolerance or (diff < -tolerance and not shortfall_ok)
 
@@ -188,11 +193,12 @@ class Runner:
                 f"planned and only {allowed} rows were written since the plan (version "
                 f"{plan_version}); nothing was deleted. Re-plan with `erasure run --replan` "
                 "after checking the table")
-        res = self._call_erase(conn, t, values, ctx, allowed, already, planned, shortfall_ok)
+        res = self._call_erase(conn, t, values, ctx, allowed, already, planned, shortfall_ok,
+                               present)
         # what others wrote between the plan and the version our delete read (not our own
         # rewrite, which re-adds every surviving row of the files it touched)
         allowed = written_since(upto=res.version_before)
-        if off(res.rows_deleted, allowed):
+        if off(res.rows_deleted, allowed, deleted=True):
             where = (f"the rows can still be restored from version {res.version_before}"
                      if res.version_before is not None else
                      "the connector keeps no earlier version to restore them from")
@@ -216,13 +222,14 @@ class Runner:
                     conflicts_retried=res.conflicts_retried)
 
     def _call_erase(self, conn: Connector, t: Target, values: list[Any], ctx: ProvenanceContext,
-                    allowed: int, already: int, planned: int, shortfall_ok: bool) -> EraseResult:
+                    allowed: int, already: int, planned: int, shortfall_ok: bool,
+                    present: int) -> EraseResult:
         """The erase itself: in the connector's own transaction with the guard's bounds where
         it can (`ErasesInTransaction`), one call per subject where it cannot batch."""
         if isinstance(conn, ErasesInTransaction) and not ctx:
             low = 0 if shortfall_ok or conn.capabilities.guard == "subject-keys" else max(
                 planned - already - allowed, 0)
-            high = (1 << 62) if conn.capabilities.guard == "subject-keys" else (
+            high = present if conn.capabilities.guard == "subject-keys" else (
                 planned - already + allowed)
             return conn.erase_within(t.namespace, t.name, t.column, values, self.batch,
                                      low, high)
