@@ -136,6 +136,11 @@ def _print_plan(p: dict, registry: ConnectorRegistry) -> None:
             typer.echo(f"          after erasure: residue remains until {ra['until']} (keep-history)")
         else:
             typer.echo(f"          after erasure: {ra.get('note', ra['mode'])}")
+    for u in p.get("not_applicable", []):
+        typer.echo(f"  not applicable {u['name']}: {u['reason']}")
+    for i in p.get("identities", []):
+        typer.echo(f"  identity      {i['type'] or 'untyped id'}: HMAC {i['hmac'][:16]}… "
+                   f"({i['source']})")
     for u in p.get("untouched", []):
         typer.echo(f"  untouched     {u['name']}: {u['reason']}")
     for u in p["out_of_scope"]:
@@ -158,17 +163,33 @@ def _print_abilities(by_connector: dict, indent: str = "  ") -> None:
             typer.echo(f"{indent}    {line}")
 
 
+IDENTITY_HELP = ("TYPE=VALUE: an identity of a declared [[identities]] type or of a root's "
+                 "type (repeatable, one value per type)")
+
+
+def _subject(eng, subject_id: Optional[str], identities: Optional[List[str]]):
+    """The request's Subject from --subject-id and --identity (erasure/identity.py)."""
+    from .identity import build_subject, split_pair
+
+    pairs = [split_pair(x) for x in identities or []]
+    return build_subject(subject_id, pairs, eng.config.identities,
+                         [r.identity for r in eng.config.roots])
+
+
 @app.command()
-def plan(subject_id: str = typer.Option(..., "--subject-id", help="The subject's identifier"),
+def plan(subject_id: Optional[str] = typer.Option(None, "--subject-id",
+                                                  help="The subject's identifier (untyped)"),
+         identity: Optional[List[str]] = typer.Option(None, "--identity", help=IDENTITY_HELP),
          as_json: bool = typer.Option(False, "--json")):
     """Dry run: what erasing one subject would touch. Changes nothing."""
     from .planning import plan_erasures
-    from .subject import check_subject_id
 
-    check_subject_id(subject_id, "--subject-id")   # the rules `request submit` applies
     eng = _engine()
-    hm = eng.keys.subject_hmac(subject_id)
-    p = plan_erasures(eng.config, eng.graph(), eng.registry, [(hm, subject_id)])[0]
+    subject = _subject(eng, subject_id, identity)   # the rules `request submit` applies
+    text = subject.text()
+    hm = eng.keys.subject_hmac(text)
+    p = plan_erasures(eng.config, eng.graph(), eng.registry, [(hm, text)],
+                      hmac_of=eng.keys.subject_hmac)[0]
     _emit(p.to_json(), as_json, lambda d: _print_plan(d, eng.registry))
 
 
@@ -178,7 +199,8 @@ def _check_subjects_fit_roots(eng, ids, guard=None) -> int:
     (with `guard`, a requests.TextGuard) ids that --reason or --requested-by name. `ids`:
     (where, id) pairs, `where` naming the source in messages ("--subject-id", "subjects
     file f line 7"), consumed as a stream. Returns how many ids there were."""
-    from .errors import SubjectKeyTypeError, UnknownDatasetError
+    from .errors import InputError, SubjectKeyTypeError, UnknownDatasetError
+    from .identity import Subject
     from .subject import coerce_subject_id
 
     types = []
@@ -190,17 +212,38 @@ def _check_subjects_fit_roots(eng, ids, guard=None) -> int:
         typ = conn.key_type(root.namespace, root.name, root.column)
         if typ is None:
             raise UnknownDatasetError(f"root dataset {root.name} has no column {root.column!r}")
-        types.append((typ, f"{root.column} of {root.name}"))
+        types.append((typ, root.identity, f"{root.column} of {root.name}"))
     n = 0
     for where, s in ids:
         n += 1
+        subject = Subject.parse(s)
         if guard is not None:
-            guard.check(s, f"{where}: ")
-        for typ, column in types:
-            try:
-                coerce_subject_id(s, typ, eng.keys.subject_hmac(s), column)
-            except SubjectKeyTypeError as exc:
-                raise SubjectKeyTypeError(f"{where}: {exc}") from None
+            for v in subject.values():
+                guard.check(v, f"{where}: ")
+        hm = eng.keys.subject_hmac(s)
+        for kind, v in subject.identities:
+            roots = [(typ, column) for typ, ident, column in types if ident == kind]
+            if not roots:
+                raise InputError(f"{where}: no [[roots]] entry holds {kind} identities, so "
+                                 f"nothing could be erased by one; nothing was recorded")
+            for typ, column in roots:
+                try:
+                    coerce_subject_id(v, typ, hm, column)
+                except SubjectKeyTypeError as exc:
+                    raise SubjectKeyTypeError(f"{where}: {exc}") from None
+        if subject.subject_id is not None and not subject.identities:
+            # an untyped id goes to every root whose key type can hold it; the others are
+            # not applicable (the plan lists them). None at all is bad input.
+            problems = []
+            for typ, _, column in types:
+                try:
+                    coerce_subject_id(subject.subject_id, typ, hm, column)
+                    break
+                except SubjectKeyTypeError as exc:
+                    problems.append(str(exc))
+            else:
+                raise SubjectKeyTypeError(f"{where}: no root's key column can hold it: "
+                                          + "; ".join(problems))
     return n
 
 
@@ -230,8 +273,12 @@ def _print_submitted(chunks, as_json: bool) -> int:
 
 @request_app.command("submit")
 def request_submit(subject_id: Optional[str] = typer.Option(None, "--subject-id"),
+                   identity: Optional[List[str]] = typer.Option(None, "--identity",
+                                                                help=IDENTITY_HELP),
                    subjects_file: Optional[Path] = typer.Option(
-                       None, "--subjects-file", help="One subject id per line (UTF-8)"),
+                       None, "--subjects-file",
+                       help="One subject per line (UTF-8): an id, or TYPE=VALUE of a declared "
+                            "identity type"),
                    requested_by: Optional[str] = typer.Option(None, "--requested-by"),
                    reason: Optional[str] = typer.Option(None, "--reason"),
                    as_json: bool = typer.Option(False, "--json")):
@@ -240,18 +287,18 @@ def request_submit(subject_id: Optional[str] = typer.Option(None, "--subject-id"
     Idempotent: a subject with an open request for the same reason gets that request's id."""
     from .errors import InputError
     from .requests import TextGuard, submit_many, submit_one
-    from .subject import check_subject_id
     from .subjects_file import SubjectsFile
 
-    if (subject_id is None) == (subjects_file is None):
-        raise InputError("give exactly one of --subject-id or --subjects-file")
+    given = subject_id is not None or bool(identity)
+    if given == (subjects_file is not None):
+        raise InputError("give --subject-id and/or --identity, or --subjects-file")
     guard = TextGuard(requested_by, reason)
     if subjects_file is None:
-        assert subject_id is not None   # exactly one of the two, checked above
-        check_subject_id(subject_id, "--subject-id")
         eng = _engine()
-        _check_subjects_fit_roots(eng, [("--subject-id", subject_id)], guard)
-        rid, old = submit_one(eng.ledger, eng.keys, subject_id, requested_by, reason)
+        text = _subject(eng, subject_id, identity).text()
+        _check_subjects_fit_roots(eng, [("--subject-id" if not identity else "--identity",
+                                         text)], guard)
+        rid, old = submit_one(eng.ledger, eng.keys, text, requested_by, reason)
         _emit({"request_id": rid, "existing": old}, as_json,
               lambda o: typer.echo(o["request_id"]))
         if old and not as_json:
@@ -260,14 +307,28 @@ def request_submit(subject_id: Optional[str] = typer.Option(None, "--subject-id"
         return
     src = SubjectsFile(subjects_file)
     eng = _engine()
+
+    def subjects():
+        """(line, subject text): `TYPE=VALUE` where TYPE is a declared identity type, else
+        the line is a plain id (`a=b@example.com` is a valid address)."""
+        from .identity import build_subject
+
+        declared = eng.config.identities
+        for i, s in src.ids():
+            typ, sep, value = s.partition("=")
+            if sep and typ in declared:
+                where = f"subjects file {subjects_file} line {i}"
+                s = build_subject(None, [(typ, value)], declared, [], where).text()
+            yield i, s
+
     # pass 1: every line, every rule, typed against the roots; nothing recorded yet
     n = _check_subjects_fit_roots(eng, ((f"subjects file {subjects_file} line {i}", s)
-                                        for i, s in src.ids()), guard)
+                                        for i, s in subjects()), guard)
     if not n:
         raise InputError(f"subjects file {subjects_file} holds no ids")
     # pass 2: record in chunks (one ledger transaction each), printing each when committed
     existing = _print_submitted(
-        submit_many(eng.ledger, eng.keys, (s for _, s in src.ids()), requested_by, reason),
+        submit_many(eng.ledger, eng.keys, (s for _, s in subjects()), requested_by, reason),
         as_json)
     if existing and not as_json:
         typer.echo(f"{existing} of {n} ids already had an open request for this reason; "

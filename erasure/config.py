@@ -129,6 +129,25 @@ class RootEntry(BaseModel):
     namespace: Text
     name: Text
     column: Text
+    identity: Text | None = None        # the identity type the key column holds (its name)
+
+
+def _a_valid_regex(pattern: str) -> str:
+    import re
+
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise refuse(f"is not a valid regular expression: {exc}") from None
+    return pattern
+
+
+class IdentityEntry(BaseModel):
+    """`[[identities]]`: a type of identifier a request may carry (erasure/identity.py)."""
+    model_config = SECTION
+    name: Text
+    normalize: one_of("lower", "digits") | None = None    # type: ignore[valid-type]
+    pattern: Annotated[Text, AfterValidator(_a_valid_regex)] | None = None
 
 
 class DatasetEntry(BaseModel):
@@ -158,6 +177,7 @@ class CoreFile(BaseModel):
     lineage: LineageSection = LineageSection()
     roots: list[RootEntry] = Field(default_factory=list)
     datasets: list[DatasetEntry] = Field(default_factory=list)
+    identities: list[IdentityEntry] = Field(default_factory=list)
     signing: SigningSection = SigningSection()
 
     @model_validator(mode="after")
@@ -165,6 +185,10 @@ class CoreFile(BaseModel):
         if not self.roots:
             raise refuse("at least one [[roots]] entry (namespace, name, column) is required: "
                          "it says where subject identifiers originate")
+        names = [i.name for i in self.identities]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise refuse(f"[[identities]] declares {', '.join(twice)} more than once")
         return self
 
 
@@ -184,6 +208,11 @@ class Root:
     namespace: str
     name: str
     column: str
+    identity: str = ""      # the identity type its key column holds (default: the column)
+
+    def __post_init__(self) -> None:
+        if not self.identity:
+            object.__setattr__(self, "identity", self.column)
 
 
 @dataclass(frozen=True)
@@ -211,6 +240,8 @@ class Config:
     # each connector's section by its key in the file ("delta" for [delta]), as its own model
     # validated it (the section's default when the file has none)
     sections: Mapping[str, Any] = field(default_factory=dict)
+    # the declared identity types by name ([[identities]]); root identities need none
+    identities: Mapping[str, Any] = field(default_factory=dict)
 
     def section(self, key: str) -> Any:
         return self.sections.get(key)
@@ -419,9 +450,11 @@ def load_config(path: Path) -> Config:
 def _build(raw: dict, path: Path, base: Path) -> Config:
     from connectors import config_sections
 
+    from .identity import IdentityType
+
     f: Any = check(raw, base)
-    roots = tuple(Root(r.namespace, dataset_name_for(r.namespace, r.name, base), r.column)
-                  for r in f.roots)
+    roots = tuple(Root(r.namespace, dataset_name_for(r.namespace, r.name, base), r.column,
+                       r.identity or r.column) for r in f.roots)
     overrides = tuple(DatasetOverride(d.namespace, dataset_name_for(d.namespace, d.name, base),
                                       d.column, d.exclude) for d in f.datasets)
     return Config(path=path.resolve(), base_dir=base,
@@ -432,4 +465,6 @@ def _build(raw: dict, path: Path, base: Path) -> Config:
                   lenient_events=f.lineage.lenient,
                   roots=roots, overrides=overrides,
                   signing_dir=resolve_path(base, f.signing.dir),
-                  sections={key: getattr(f, key) for key in config_sections()})
+                  sections={key: getattr(f, key) for key in config_sections()},
+                  identities={i.name: IdentityType(i.name, i.normalize, i.pattern)
+                              for i in f.identities})

@@ -18,9 +18,10 @@ from connectors.base import (EraseResult, ErasesInTransaction, ProvenanceAware,
                              TracesAttempts, Versioned, VerifiesItself, count_target)
 
 from .errors import ConnectorError, GuardTripped, InputError, RetryableError, translated
-from .planning import Target, plan_erasures
+from .identity import Subject
+from .planning import NOT_APPLICABLE, Target, plan_erasures, subject_value
 from .requests import RequestState, load_state
-from .subject import coerce_subject_id, short
+from .subject import short
 
 if TYPE_CHECKING:
     from connectors.base import Connector
@@ -80,7 +81,8 @@ class Runner:
         registry = self.engine.registry
         subjects = [(states[r].subject_hmac, raw[r]) for r in todo]
         try:
-            plans = plan_erasures(self.config, graph, registry, subjects)
+            plans = plan_erasures(self.config, graph, registry, subjects,
+                                  hmac_of=self.engine.keys.subject_hmac)
             pairs = list(zip(todo, plans))
         except ConnectorError as exc:
             for rid in todo:
@@ -90,8 +92,9 @@ class Runner:
             pairs = []
             for rid in todo:   # isolate the bad subject; the others go ahead
                 try:
-                    pairs.append((rid, plan_erasures(self.config, graph, registry,
-                                                     [(states[rid].subject_hmac, raw[rid])])[0]))
+                    pairs.append((rid, plan_erasures(
+                        self.config, graph, registry, [(states[rid].subject_hmac, raw[rid])],
+                        hmac_of=self.engine.keys.subject_hmac)[0]))
                 except InputError as exc:
                     self._fail(rid, f"plan refused: {exc}")
         with self.ledger.transaction():   # one durable commit (and head anchor) for the batch
@@ -99,6 +102,15 @@ class Runner:
                 self.ledger.append(rid, "plan.recorded",
                                    {"plan": plan.to_json(), "batch": self.batch})
                 states[rid] = load_state(self.ledger, rid)
+
+    @staticmethod
+    def _value(raw: str, t: Target, hm: str) -> Any:
+        """The typed key value the request addresses a planned target with."""
+        v, why = subject_value(Subject.parse(raw), t, hm)
+        if v is NOT_APPLICABLE:   # a plan holds only targets its identities address
+            raise InputError(f"{t.name}: the request's identities no longer address it "
+                             f"({why}); re-plan with `erasure run --replan`")
+        return v
 
     def _fail(self, rid: str, error: str, retryable: bool = False) -> None:
         self.failed.setdefault(rid, []).append(error)
@@ -371,8 +383,7 @@ class Runner:
                 continue
             for t in st.plan.targets:
                 try:
-                    v = coerce_subject_id(raw[rid], t.key_type, st.subject_hmac,
-                                          f"{t.column} of {t.name}")
+                    v = self._value(raw[rid], t, st.subject_hmac)
                 except InputError as exc:
                     self._fail(rid, str(exc))
                     continue
@@ -472,7 +483,7 @@ class Runner:
                 continue
             raw = self.engine.keys.unseal(self.ledger.sealed_subject(rid), rid)
             for t in st.plan.targets:
-                v = coerce_subject_id(raw, t.key_type, st.subject_hmac, f"{t.column} of {t.name}")
+                v = self._value(raw, t, st.subject_hmac)
                 groups.setdefault(t.key, []).append(Member(rid, st.subject_hmac, t, v))
         for members in groups.values():
             conn = self.engine.registry.get(members[0].target.connector)

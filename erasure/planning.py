@@ -6,14 +6,15 @@ the real run share it. Subjects are named only by their keyed HMAC.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from .canonical import canonical_text
 from .config import Config
-from .errors import UnknownDatasetError, translated
+from .errors import SubjectKeyTypeError, UnknownDatasetError, translated
 from .lineage.graph import LineageGraph, trace_subject_keys
+from .identity import Subject, describe
 from .subject import coerce_subject_id
 
 if TYPE_CHECKING:
@@ -42,6 +43,9 @@ class Target:
     # the connector's part of the key (ResolvedTarget.key_suffix), fixed at plan time; in the
     # plan's JSON only when not empty, so other targets' plans read as they always did
     key_suffix: str = ""
+    # the identity type the key column holds (erasure/identity.py); "" in plans recorded
+    # before identities existed (and then not in the JSON)
+    identity: str = ""
 
     @property
     def key(self) -> str:
@@ -50,8 +54,9 @@ class Target:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        if not d["key_suffix"]:
-            del d["key_suffix"]
+        for optional in ("key_suffix", "identity"):
+            if not d[optional]:
+                del d[optional]
         return d
 
     @classmethod
@@ -87,11 +92,18 @@ class Plan:
     # what each connector with a target can and cannot do (connectors.base.abilities), by
     # connector name; in the plan's JSON only when not empty (plans recorded before have none)
     connectors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # datasets the subject's data may reach but that the request's identities cannot address
+    # (an untyped id that a key column's type cannot hold, an identity type the request does
+    # not carry), each with the reason; in the JSON only when not empty
+    not_applicable: list[dict[str, str]] = field(default_factory=list)
+    # the request's identities, by type and HMAC (never a value), and where each came from
+    identities: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        if not d["connectors"]:
-            del d["connectors"]
+        for optional in ("connectors", "not_applicable", "identities"):
+            if not d[optional]:
+                del d[optional]
         d["targets"] = [t.to_json() for t in self.targets]
         d["format"] = PLAN_FORMAT
         d["subject"] = {"hmac": d.pop("subject_hmac")}
@@ -105,7 +117,8 @@ class Plan:
     def from_json(cls, d: dict[str, Any]) -> "Plan":
         return cls(d["subject"]["hmac"], d["created_at"], [Target.from_json(t) for t in d["targets"]],
                    d["unresolved"], d["out_of_scope"], d.get("notes", []), d.get("untouched", []),
-                   d.get("connectors", {}))
+                   d.get("connectors", {}), d.get("not_applicable", []),
+                   d.get("identities", []))
 
     def found_nothing(self) -> bool:
         """True when every target was looked at in full and holds no row, file or trace of
@@ -131,6 +144,7 @@ class ResolvedTarget:
     how: str
     derived_from: dict | None
     key_suffix: str = ""     # the connector's part of Target.key (one model, several datasets)
+    identity: str = ""       # the identity type its key column holds (from its root)
 
 
 def resolve_targets(config: Config, graph: LineageGraph, registry: ConnectorRegistry,
@@ -138,14 +152,14 @@ def resolve_targets(config: Config, graph: LineageGraph, registry: ConnectorRegi
                     ) -> tuple[list[ResolvedTarget], list[dict], list[dict]]:
     overrides = {graph.canonical((o.namespace, o.name)): (o.column, o.exclude)
                  for o in config.overrides}
-    roots = [((r.namespace, r.name), r.column) for r in config.roots]
+    roots = [((r.namespace, r.name), r.column, r.identity) for r in config.roots]
     trace = trace_subject_keys(graph, roots, overrides)
     targets: list[ResolvedTarget] = []
     unresolved = [{"namespace": ns, "name": n, "reason": why}
                   for (ns, n), why in sorted(trace.unresolved.items())]
     out_of_scope = [{"namespace": ns, "name": n, "reason": why}
                     for (ns, n), why in sorted(trace.out_of_scope.items())]
-    root_ids = {graph.canonical(ds) for ds, _ in roots}
+    root_ids = {graph.canonical(ds) for ds, _, _ in roots}
     for k in trace.keyed:
         ns, name = k.dataset
         is_root = k.dataset in root_ids and k.how == "root"
@@ -176,7 +190,8 @@ def resolve_targets(config: Config, graph: LineageGraph, registry: ConnectorRegi
         if k.via:
             via = {"namespace": k.via[0][0], "name": k.via[0][1], "column": k.via[1],
                    "job": f"{k.job[0]}:{k.job[1]}" if k.job else None}
-        targets.append(ResolvedTarget(ns, name, conn, k.column, typ, k.how, via))
+        targets.append(ResolvedTarget(ns, name, conn, k.column, typ, k.how, via,
+                                      identity=k.identity))
     # stores fed by those datasets (feature views): connectors that derive their targets
     from connectors.base import DerivesTargets
 
@@ -186,7 +201,12 @@ def resolve_targets(config: Config, graph: LineageGraph, registry: ConnectorRegi
                 more, more_unresolved, left = conn.derive_targets(graph, list(targets), unresolved)
             except Exception as exc:   # the store is unreachable or misconfigured
                 raise translated(exc, f"{conn.name}: cannot read the store", limit=400) from None
-            targets.extend(more)
+            # a derived target holds the identity type of the dataset it derives from
+            kinds = {(t.namespace, t.name): t.identity for t in targets}
+            for t in more:
+                src = t.derived_from or {}
+                targets.append(t if t.identity else replace(t, identity=kinds.get(
+                    (str(src.get("namespace")), str(src.get("name"))), t.column)))
             unresolved.extend(more_unresolved)
             if untouched is not None:
                 untouched.extend(left)
@@ -195,14 +215,50 @@ def resolve_targets(config: Config, graph: LineageGraph, registry: ConnectorRegi
     return targets, unresolved, out_of_scope
 
 
+NOT_APPLICABLE = object()
+
+
+def subject_value(subject: Subject, t: Any, hm: str) -> tuple[Any, str | None]:
+    """The typed key value a request addresses `t` (a Target or ResolvedTarget) with, or
+    (NOT_APPLICABLE, why). A value of the target's identity type must fit its key column
+    (SubjectKeyTypeError, exit 4, otherwise); an untyped subject id that the column's type
+    cannot hold makes the target not applicable, which is no error."""
+    where = f"{t.column} of {t.name}"
+    typed = subject.of_type(t.identity) if t.identity else []
+    if typed:
+        return coerce_subject_id(typed[0], t.key_type, hm, where), None
+    if subject.subject_id is None:
+        return NOT_APPLICABLE, (f"key column {t.column} holds {t.identity or t.column} "
+                                "identities and the request carries none")
+    try:
+        return coerce_subject_id(subject.subject_id, t.key_type, hm, where), None
+    except SubjectKeyTypeError:
+        return NOT_APPLICABLE, (f"the subject id cannot be a {t.key_type} value, the type of key "
+                                f"column {t.column} ({t.identity or t.column} identities)")
+
+
 def typed_values(targets: list[ResolvedTarget], subjects: list[tuple[str, str]]
-                 ) -> dict[tuple[int, str], Any]:
-    """(target index, subject hmac) -> the typed key value; refuses a wrong type up front."""
-    out = {}
-    for i, t in enumerate(targets):
-        for hm, raw in subjects:
-            out[(i, hm)] = coerce_subject_id(raw, t.key_type, hm, f"{t.column} of {t.name}")
-    return out
+                 ) -> tuple[dict[tuple[int, str], Any], dict[str, list[dict[str, str]]]]:
+    """(target index, subject hmac) -> the typed key value, for the targets each subject's
+    identities address; and per subject the targets they cannot address, with the reason. A
+    subject that addresses no target at all is refused (exit 4): nothing could be erased."""
+    out: dict[tuple[int, str], Any] = {}
+    skipped: dict[str, list[dict[str, str]]] = {hm: [] for hm, _ in subjects}
+    for hm, raw in subjects:
+        subject = Subject.parse(raw)
+        for i, t in enumerate(targets):
+            v, why = subject_value(subject, t, hm)
+            if v is NOT_APPLICABLE:
+                skipped[hm].append({"namespace": t.namespace, "name": t.name,
+                                    "column": t.column, "identity": t.identity,
+                                    "reason": why or ""})
+            else:
+                out[(i, hm)] = v
+        if targets and len(skipped[hm]) == len(targets):
+            raise SubjectKeyTypeError(
+                f"subject {hm[:12]}…: no dataset the lineage reaches can hold its identities "
+                f"({'; '.join(sorted({s['reason'] for s in skipped[hm]}))}); nothing was changed")
+    return out, skipped
 
 
 def residue_after(t: ResolvedTarget) -> dict[str, Any]:
@@ -211,17 +267,22 @@ def residue_after(t: ResolvedTarget) -> dict[str, Any]:
 
 
 def plan_erasures(config: Config, graph: LineageGraph, registry: ConnectorRegistry,
-                  subjects: list[tuple[str, str]], with_residue: bool = True) -> list[Plan]:
-    """One plan per subject (hmac, raw id), measured in one pass per dataset."""
+                  subjects: list[tuple[str, str]], with_residue: bool = True,
+                  hmac_of: Callable[[str], str] | None = None) -> list[Plan]:
+    """One plan per subject (hmac, the request's subject text: erasure/identity.py), measured
+    in one pass per dataset. With `hmac_of` (the subject key's HMAC) the plan records the
+    request's identities by type and HMAC."""
     from connectors.base import abilities, count_target
 
     untouched: list[dict] = []
     targets, unresolved, out_of_scope = resolve_targets(config, graph, registry, untouched)
-    values = typed_values(targets, subjects)
+    values, skipped = typed_values(targets, subjects)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     per_subject: dict[str, list[Target]] = {hm: [] for hm, _ in subjects}
     for i, t in enumerate(targets):
-        vals = [values[(i, hm)] for hm, _ in subjects]
+        vals = [values[(i, hm)] for hm, _ in subjects if (i, hm) in values]
+        if not vals:
+            continue
         try:
             counted = count_target(t.connector, t.namespace, t.name, t.column,
                                    list(dict.fromkeys(vals)), with_residue, t.derived_from)
@@ -230,17 +291,25 @@ def plan_erasures(config: Config, graph: LineageGraph, registry: ConnectorRegist
                              "connector", vals) from None
         after = residue_after(t)
         for hm, _ in subjects:
+            if (i, hm) not in values:
+                continue
             v = values[(i, hm)]
             per_subject[hm].append(Target(
                 t.namespace, t.name, t.connector.name, t.column, t.key_type, t.how,
                 t.derived_from, counted.rows.get(v, 0), counted.files.get(v, []),
                 counted.version, counted.residue.get(v, []), after,
-                counted.details.get(v, {}), list(counted.not_verified), t.key_suffix))
+                counted.details.get(v, {}), list(counted.not_verified), t.key_suffix,
+                t.identity))
     notes = [f"{t.name}: key column {t.column} matched by name (no column lineage)"
              for t in targets if t.how == "name_match"]
-    can = {t.connector.name: abilities(t.connector) for t in targets}
-    return [Plan(hm, now, per_subject[hm], list(unresolved), list(out_of_scope), notes,
-                 list(untouched), dict(can)) for hm, _ in subjects]
+    plans = []
+    for hm, raw in subjects:
+        mine = per_subject[hm]
+        can = {t.connector: abilities(registry.get(t.connector)) for t in mine}
+        ids = describe(Subject.parse(raw), hmac_of) if hmac_of is not None else []
+        plans.append(Plan(hm, now, mine, list(unresolved), list(out_of_scope), notes,
+                          list(untouched), can, skipped[hm], ids))
+    return plans
 
 
 __all__ = ["Plan", "ResolvedTarget", "Target", "plan_erasures", "resolve_targets"]

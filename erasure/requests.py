@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator
 
 from .errors import InputError
+from .identity import MARK, Subject, describe
 from .ledger import Entry, Ledger
 from .planning import Plan
 from .subject import SubjectKeys
@@ -154,8 +155,10 @@ def submit_many(ledger: Ledger, keys: SubjectKeys, subject_ids: Iterable[str],
         if not batch:
             return
         for s in batch:
-            check_subject_id(s)
-            guard.check(s)
+            subject = Subject.parse(s)     # a plain id, or typed identities (identity.py)
+            for v in subject.values():
+                check_subject_id(v)
+                guard.check(v)
         hmacs = [keys.subject_hmac(s) for s in batch]
         if known is None:
             # one id in all (a shorter first chunk is the last): look up only that subject
@@ -171,10 +174,13 @@ def submit_many(ledger: Ledger, keys: SubjectKeys, subject_ids: Iterable[str],
                 rid = "req-" + uuid.uuid4().hex[:20]
                 received = datetime.now(timezone.utc)
                 ledger.seal_subject(rid, keys.seal(s, rid))
-                ledger.append(rid, "request.submitted", {
+                body: dict[str, Any] = {
                     "subject_hmac": hm, "received_at": received.isoformat(timespec="seconds"),
                     "deadline": one_month_later(received).isoformat(timespec="seconds"),
-                    "requested_by": requested_by, "reason": reason, "legal_basis": LEGAL_BASIS})
+                    "requested_by": requested_by, "reason": reason, "legal_basis": LEGAL_BASIS}
+                if s.startswith(MARK):   # typed identities: each by type and HMAC
+                    body["identities"] = describe(Subject.parse(s), keys.subject_hmac)
+                ledger.append(rid, "request.submitted", body)
                 known.add(hm, rid)
                 out.append((rid, False))
             known.mark()

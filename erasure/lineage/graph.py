@@ -119,6 +119,7 @@ class KeyedDataset:
     via: tuple[DatasetId, str] | None = None
     job: DatasetId | None = None
     needs_schema_check: bool = False
+    identity: str = ""             # the identity type of the root it was traced from
 
 
 @dataclass
@@ -128,7 +129,8 @@ class Trace:
     unresolved: dict[DatasetId, str] = field(default_factory=dict)
 
 
-def trace_subject_keys(graph: LineageGraph, roots: list[tuple[DatasetId, str]],
+def trace_subject_keys(graph: LineageGraph,
+                       roots: list[tuple[DatasetId, str]] | list[tuple[DatasetId, str, str]],
                        overrides: dict[DatasetId, tuple[str | None, str | None]] | None = None
                        ) -> Trace:
     """Follow each root's key column downstream through renames.
@@ -143,8 +145,11 @@ def trace_subject_keys(graph: LineageGraph, roots: list[tuple[DatasetId, str]],
     trace = Trace()
     seen: set[tuple[DatasetId, str]] = set()
     queue: deque[KeyedDataset] = deque()
-    for ds, col in roots:
-        queue.append(KeyedDataset(graph.canonical(ds), col, "root"))
+    for ds, col, *typ in roots:
+        # each root's key column holds an identity type (its column's name by default); every
+        # dataset traced from it holds the same type
+        queue.append(KeyedDataset(graph.canonical(ds), col, "root",
+                                  identity=typ[0] if typ else col))
 
     while queue:
         k = queue.popleft()
@@ -160,7 +165,7 @@ def trace_subject_keys(graph: LineageGraph, roots: list[tuple[DatasetId, str]],
                     trace.out_of_scope[out] = f"excluded by configuration: {exclude}"
                 elif override_col:
                     queue.append(KeyedDataset(out, override_col, "override", (k.dataset, k.column),
-                                              job))
+                                              job, identity=k.identity))
                 continue
             info = graph.info(out)
             hits: dict[str, set[str]] = {}
@@ -173,7 +178,7 @@ def trace_subject_keys(graph: LineageGraph, roots: list[tuple[DatasetId, str]],
             if IDENTITY in hits:
                 for out_col in sorted(hits[IDENTITY]):
                     queue.append(KeyedDataset(out, out_col, "column_lineage",
-                                              (k.dataset, k.column), job))
+                                              (k.dataset, k.column), job, identity=k.identity))
                 continue
             if keyed_here:
                 continue
@@ -198,10 +203,11 @@ def trace_subject_keys(graph: LineageGraph, roots: list[tuple[DatasetId, str]],
             # no column lineage: a same-name column is used if it exists (checked against the
             # events' schema here, else against the table's own schema at plan time)
             if k.column in info["fields"]:
-                queue.append(KeyedDataset(out, k.column, "name_match", (k.dataset, k.column), job))
+                queue.append(KeyedDataset(out, k.column, "name_match", (k.dataset, k.column), job,
+                                          identity=k.identity))
             else:
                 queue.append(KeyedDataset(out, k.column, "name_match", (k.dataset, k.column), job,
-                                          needs_schema_check=True))
+                                          needs_schema_check=True, identity=k.identity))
     # a dataset reached by one path as keyed is not also unresolved or out of scope
     keyed = {x.dataset for x in trace.keyed}
     for ds in list(trace.unresolved):

@@ -162,6 +162,9 @@ def render(evidence: dict[str, Any], root_fingerprint: str, out: Path,
     story += [Paragraph(verdict, body), Spacer(1, 4 * mm)]
     rows = [("Request", req["request_id"]), ("Status", status),
             ("Subject", f"HMAC-SHA256 (keyed) {evidence['subject']['hmac']}"),
+            *[("Identity" if i["type"] is None else f"Identity: {_esc(i['type'])}",
+               f"HMAC {i['hmac'][:32]}… ({_esc(i['source'])})")
+              for i in plan.get("identities", [])],
             ("Received", req["received_at"]),
             ("Deadline (Art. 12(3): one month)", req["deadline"]),
             ("Finished", req.get("finished_at") or "-"),
@@ -259,6 +262,8 @@ def render(evidence: dict[str, Any], root_fingerprint: str, out: Path,
         notes.append(f"<b>Out of scope</b> {last_parts(u['name'])}: {u['reason']}")
     for u in plan.get("untouched", []):
         notes.append(f"<b>Not affected</b> {u['name']}: {u['reason']}")
+    for u in plan.get("not_applicable", []):
+        notes.append(f"<b>Not applicable</b> {_esc(last_parts(u['name']))}: {_esc(u['reason'])}")
     story += [Paragraph(n, small) for n in notes] or [Paragraph("Nothing.", small)]
     can = plan.get("connectors") or {}
     if can:   # recorded with the plan (plans from before have none)

@@ -1,0 +1,203 @@
+"""Typed identities (issue 11, items 1 and 2): roots keyed by different identity types, requests
+by `--identity TYPE=VALUE` or an untyped `--subject-id`, `not_applicable` instead of an error,
+patterns and normalization checked before anything is recorded. Real Delta tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from deltalake import write_deltalake
+
+from erasure.cli import run_cli
+
+from conftest import read_table
+
+OBRIEN = "o'brien@example.com"
+EMAILS = [OBRIEN, "alice@example.com", "bob@example.com", "o'brien@example.org"]
+UIDS = [42, 42, 7, 8, 420, 42]
+
+
+@pytest.fixture
+def two_roots(tmp_path, monkeypatch):
+    """`events` keyed by an int64 uid (identity user_id), `contacts` keyed by a string e-mail
+    (identity email, normalize lower, a pattern), and `mail_log`, a copy of contacts that the
+    lineage reaches through a renamed column."""
+    monkeypatch.delenv("ERASURE_SUBJECT_KEY", raising=False)
+    events, contacts, log = tmp_path / "events", tmp_path / "contacts", tmp_path / "mail_log"
+    write_deltalake(events, pa.table({"uid": pa.array(UIDS, pa.int64()),
+                                      "what": [f"e{i}" for i in range(len(UIDS))]}))
+    write_deltalake(contacts, pa.table({"email": EMAILS, "name": ["O", "A", "B", "O2"]}))
+    write_deltalake(log, pa.table({"to_addr": EMAILS * 2, "n": list(range(8))}))
+    ev = tmp_path / "events.jsonl"
+    ev.write_text(json.dumps({
+        "eventType": "COMPLETE", "eventTime": "2026-11-01T00:00:00Z", "producer": "t",
+        "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json",
+        "run": {"runId": "00000000-0000-4000-8000-000000000011"},
+        "job": {"namespace": "crm", "name": "mailer"},
+        "inputs": [{"namespace": "file", "name": str(contacts)}],
+        "outputs": [{"namespace": "file", "name": str(log), "facets": {"columnLineage": {
+            "_producer": "t", "_schemaURL": "https://openlineage.io/spec/facets/1-2-0/"
+            "ColumnLineageDatasetFacet.json",
+            "fields": {"to_addr": {"inputFields": [{
+                "namespace": "file", "name": str(contacts), "field": "email",
+                "transformations": [{"type": "DIRECT", "subtype": "IDENTITY"}]}]}}}}}]}) + "\n")
+    cfg = tmp_path / "erasure.toml"
+    cfg.write_text(
+        '[lineage]\nevents = ["events.jsonl"]\n'
+        '[[identities]]\nname = "email"\nnormalize = "lower"\n'
+        "pattern = '^[^@\\s]+@[^@\\s]+$'\n"
+        '[[roots]]\nnamespace = "file"\nname = "events"\ncolumn = "uid"\nidentity = "user_id"\n'
+        '[[roots]]\nnamespace = "file"\nname = "contacts"\ncolumn = "email"\n'
+        'identity = "email"\n')
+    return tmp_path, cfg, events, contacts, log
+
+
+def cli(cfg: Path, capsys, *args: str) -> tuple[int, dict | None, str]:
+    code = run_cli(["--config", str(cfg), *args, "--json"])
+    cap = capsys.readouterr()
+    return code, (json.loads(cap.out) if cap.out.strip() else None), cap.err
+
+
+def ledger_bytes(tmp: Path) -> bytes:
+    return b"".join(f.read_bytes() for f in sorted((tmp / ".erasure").rglob("*"))
+                    if f.is_file())
+
+
+def test_an_untyped_email_erases_the_contact_and_the_int_root_is_not_applicable(two_roots, capsys):
+    tmp, cfg, events, contacts, log = two_roots
+    code, plan, err = cli(cfg, capsys, "plan", "--subject-id", OBRIEN)
+    assert code == 0, err
+    by_name = {t["name"]: t for t in plan["targets"]}
+    assert set(by_name) == {str(contacts), str(log)}
+    assert by_name[str(contacts)]["rows"] == 1 and by_name[str(log)]["rows"] == 2
+    assert {t["identity"] for t in plan["targets"]} == {"email"}
+    [na] = plan["not_applicable"]
+    assert na["name"] == str(events) and na["identity"] == "user_id"
+    assert "cannot be a int64 value" in na["reason"] and OBRIEN not in json.dumps(plan)
+    code, sub, err = cli(cfg, capsys, "request", "submit", "--subject-id", OBRIEN)
+    assert code == 0, err
+    code, res, err = cli(cfg, capsys, "run", sub["request_id"])
+    assert code == 0 and res["status"] == "completed", (res, err)
+    assert read_table(str(contacts)).column("email").to_pylist() == EMAILS[1:]
+    assert sorted(read_table(str(log)).column("to_addr").to_pylist()) == sorted(EMAILS[1:] * 2)
+    assert sorted(read_table(str(events)).column("uid").to_pylist()) == sorted(UIDS)
+    assert OBRIEN.encode() not in ledger_bytes(tmp)
+
+
+def test_typed_identities_each_address_their_own_roots(two_roots, capsys):
+    tmp, cfg, events, contacts, log = two_roots
+    code, sub, err = cli(cfg, capsys, "request", "submit", "--identity", "user_id=42",
+                         "--identity", "email=  O'Brien@Example.COM ")
+    assert code == 0, err
+    rid = sub["request_id"]
+    code, res, err = cli(cfg, capsys, "run", rid)
+    assert code == 0 and res["status"] == "completed", (res, err)
+    # the e-mail was normalized (trimmed, lowercased) before it was matched
+    assert read_table(str(contacts)).column("email").to_pylist() == EMAILS[1:]
+    assert sorted(read_table(str(events)).column("uid").to_pylist()) == [7, 8, 420]
+    code, st, _ = cli(cfg, capsys, "status", rid)
+    assert {t["name"] for t in st["targets"]} == {str(events), str(contacts), str(log)}
+    raw = ledger_bytes(tmp)
+    assert b"brien" not in raw.lower()
+    # the request records each identity by type and HMAC, never its value
+    from erasure.ledger import Ledger, chain_key
+    from erasure.subject import SubjectKeys
+
+    keys = SubjectKeys.load(tmp / ".erasure" / "keys" / "subject.key", create=False)
+    led = Ledger(tmp / ".erasure" / "ledger.db", chain_key(keys))
+    try:
+        [submitted] = [e for e in led.entries(rid) if e.kind == "request.submitted"]
+        [plan] = [e for e in led.entries(rid) if e.kind == "plan.recorded"]
+    finally:
+        led.close()
+    ids = submitted.body["identities"]
+    assert [(i["type"], i["source"]) for i in ids] == [("email", "request"), ("user_id", "request")]
+    assert ids[0]["hmac"] == keys.subject_hmac(f"email\x1f{OBRIEN}")
+    assert plan.body["plan"]["identities"] == ids
+
+
+def test_the_same_identities_in_another_order_are_the_same_open_request(two_roots, capsys):
+    tmp, cfg, *_ = two_roots
+    _, a, _ = cli(cfg, capsys, "request", "submit", "--identity", "user_id=42",
+                  "--identity", f"email={OBRIEN}")
+    _, b, _ = cli(cfg, capsys, "request", "submit", "--identity", "email=O'BRIEN@example.com",
+                  "--identity", "user_id=42")
+    assert b["existing"] is True and b["request_id"] == a["request_id"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--identity", "email=not-an-address"], "does not match the pattern declared for email"),
+    (["--identity", "phone=+49 30 1234"], "unknown identity type 'phone'"),
+    (["--identity", "user_id=forty-two"], "is not an integer"),
+    (["--identity", "email"], "--identity takes TYPE=VALUE"),
+    (["--identity", "email=a@b.c", "--identity", "email=d@e.f"], "one value per identity type"),
+])
+def test_a_bad_identity_is_exit_4_and_records_nothing(two_roots, capsys, args, message):
+    tmp, cfg, *_ = two_roots
+    for cmd in (["plan"], ["request", "submit"]):
+        code, out, err = cli(cfg, capsys, *cmd, *args)
+        assert code == 4 and message in err, (cmd, code, err)
+        assert "not-an-address" not in err and "forty-two" not in err and "1234" not in err
+    assert not (tmp / ".erasure" / "ledger.db").exists()
+
+
+def test_an_untyped_id_no_root_can_hold_is_exit_4(two_roots, capsys):
+    tmp, cfg, events, *_ = two_roots
+    only_int = tmp / "int-only.toml"
+    only_int.write_text('[lineage]\nevents = ["events.jsonl"]\n[[roots]]\nnamespace = "file"\n'
+                        'name = "events"\ncolumn = "uid"\n')
+    code, _, err = cli(only_int, capsys, "request", "submit", "--subject-id", OBRIEN)
+    assert code == 4 and "no root's key column can hold it" in err and OBRIEN not in err
+    code, _, err = cli(only_int, capsys, "plan", "--subject-id", OBRIEN)
+    assert code == 4 and "no dataset the lineage reaches can hold its identities" in err
+    assert not (tmp / ".erasure" / "ledger.db").exists()
+
+
+def test_a_subjects_file_mixes_typed_lines_and_plain_ids(two_roots, capsys):
+    tmp, cfg, events, contacts, log = two_roots
+    f = tmp / "subjects.txt"
+    # `email=` is a declared type: typed (and normalized); `x=bob@example.com` is a plain id
+    f.write_text("email=Alice@Example.com\n42\n")
+    code, sub, err = cli(cfg, capsys, "request", "submit", "--subjects-file", str(f))
+    assert code == 0, err
+    code, res, err = cli(cfg, capsys, "run", "--pending")
+    assert code == 0 and res["status"] == "completed", (res, err)
+    assert read_table(str(contacts)).column("email").to_pylist() == [
+        OBRIEN, "bob@example.com", "o'brien@example.org"]
+    assert sorted(read_table(str(events)).column("uid").to_pylist()) == [7, 8, 420]
+
+
+def test_an_invalid_pattern_or_a_type_declared_twice_is_exit_3(two_roots, capsys):
+    tmp, cfg, *_ = two_roots
+    bad = tmp / "bad.toml"
+    bad.write_text(cfg.read_text().replace("pattern = '^[^@\\s]+@[^@\\s]+$'", "pattern = '(['"))
+    code, _, err = cli(bad, capsys, "plan", "--subject-id", "x")
+    assert code == 3 and "not a valid regular expression" in err
+    bad.write_text(cfg.read_text() + '[[identities]]\nname = "email"\n')
+    code, _, err = cli(bad, capsys, "plan", "--subject-id", "x")
+    assert code == 3 and "declares email more than once" in err
+
+
+def test_the_report_lists_identities_by_type_and_hmac_and_the_roots_not_applicable(
+        two_roots, capsys):
+    import subprocess
+
+    tmp, cfg, events, contacts, log = two_roots
+    _, sub, _ = cli(cfg, capsys, "request", "submit", "--identity", f"email={OBRIEN}")
+    rid = sub["request_id"]
+    code, res, err = cli(cfg, capsys, "run", rid)
+    assert code == 0, err
+    assert cli(cfg, capsys, "keys", "init")[0] == 0
+    pdf = tmp / "r.pdf"
+    code, _, err = cli(cfg, capsys, "report", rid, "--output", str(pdf))
+    assert code == 0, err
+    assert cli(cfg, capsys, "verify-report", str(pdf))[0] == 0
+    text = " ".join(subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True,
+                                   text=True, check=True).stdout.split())
+    assert "Identity: email HMAC" in text and "(request)" in text
+    assert "Not applicable" in text and "holds user_id identities and the request carries none" \
+        in text
+    assert "brien" not in text.lower()
