@@ -241,6 +241,20 @@ class Purges(Protocol):
 
 
 @runtime_checkable
+class FindsKeyVariants(Protocol):
+    """Lists the spellings a string key column holds of normalized identities (an identity
+    type with `normalize`, erasure/identity.py): `Alice@Example.COM` and ` alice@example.com `
+    for `alice@example.com`. The plan then erases each spelling by exact match, so no
+    normalization ever enters a predicate. Without it, only the normalized spelling is
+    matched and the plan says the others were not searched."""
+
+    def key_variants(self, namespace: str, name: str, column: str, rule: str,
+                     values: Sequence[str]) -> dict[str, list[str]]:
+        """For each normalized value, the distinct stored values normalizing to it."""
+        ...
+
+
+@runtime_checkable
 class ErasesInTransaction(Protocol):
     """Deletes in one transaction and checks the guard inside it: when the rows deleted fall
     outside [low, high] it rolls back and raises erasure.errors.GuardTripped, and nothing was
@@ -384,6 +398,7 @@ def abilities(conn: Connector) -> dict[str, Any]:
             "guard": cap.guard,
             "guard_in_transaction": isinstance(conn, ErasesInTransaction),
             "own_verification": isinstance(conn, VerifiesItself),
+            "key_variants": isinstance(conn, FindsKeyVariants),
             "notes": list(cap.notes)}
 
 

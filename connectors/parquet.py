@@ -129,6 +129,20 @@ class ParquetConnector:
                    for v in values}
         return TargetCount(rows=rows, files=files, version=None, residue=residue)
 
+    def key_variants(self, namespace: str, name: str, column: str, rule: str,
+                     values: Sequence[str]) -> dict[str, list[str]]:
+        """The spellings of normalized identities in the files (FindsKeyVariants)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from .keymatch import comparable, key_variants
+
+        cols = [comparable(pq.ParquetFile(f).read(columns=[column]).column(0))
+                for f in self.files(namespace, name)]
+        arr = pa.chunked_array([c for col in cols for c in col.chunks], pa.string()) if cols \
+            else pa.array([], pa.string())
+        return key_variants(arr, rule, values)
+
     def live_rows(self, namespace: str, name: str, column: str,
                   values: Sequence[Any]) -> dict[Any, int]:
         return self.count(namespace, name, column, values).rows

@@ -18,8 +18,7 @@ from connectors.base import (EraseResult, ErasesInTransaction, ProvenanceAware,
                              TracesAttempts, Versioned, VerifiesItself, count_target)
 
 from .errors import ConnectorError, GuardTripped, InputError, RetryableError, translated
-from .identity import Subject
-from .planning import NOT_APPLICABLE, Target, plan_erasures, subject_value
+from .planning import Target, _union, key_values, plan_erasures
 from .requests import RequestState, load_state
 from .subject import short
 
@@ -34,10 +33,17 @@ PHASES = ("erase", "purge", "verify")
 
 @dataclass
 class Member:
+    """One request's part in erasing one target: the key values its identities address the
+    target with (one, or every spelling of a normalized identity)."""
     request_id: str
     subject_hmac: str
     target: Target
-    value: Any
+    values: tuple[Any, ...]
+
+
+def flat(members: list[Member]) -> list[Any]:
+    """Every distinct key value of the members, in order."""
+    return list(dict.fromkeys(v for m in members for v in m.values))
 
 
 @dataclass
@@ -103,14 +109,52 @@ class Runner:
                                    {"plan": plan.to_json(), "batch": self.batch})
                 states[rid] = load_state(self.ledger, rid)
 
-    @staticmethod
-    def _value(raw: str, t: Target, hm: str) -> Any:
-        """The typed key value the request addresses a planned target with."""
-        v, why = subject_value(Subject.parse(raw), t, hm)
-        if v is NOT_APPLICABLE:   # a plan holds only targets its identities address
-            raise InputError(f"{t.name}: the request's identities no longer address it "
-                             f"({why}); re-plan with `erasure run --replan`")
-        return v
+    def _members(self, states: dict[str, RequestState], raw: dict[str, str]
+                 ) -> dict[str, list[Member]]:
+        """Per planned target, the requests with the key values their identities address it
+        with now (`planning.key_values`, as the plan derived them: the spellings of a
+        normalized identity are listed again). A request whose identities no longer address a
+        planned target, or that finds a spelling the plan did not count, fails alone: re-plan."""
+        todo = {rid: st for rid, st in states.items()
+                if rid not in self.failed and st.plan is not None}
+        targets: dict[str, Target] = {}
+        for st in todo.values():
+            for t in st.plan.targets if st.plan else []:
+                targets.setdefault(t.key, t)
+        index = {k: i for i, k in enumerate(targets)}
+        pairs = [(t, self.engine.registry.get(t.connector)) for t in targets.values()]
+        subjects = {st.subject_hmac: raw[rid] for rid, st in todo.items()}
+        try:
+            values, _, _ = key_values(self.config, pairs, list(subjects.items()))
+        except InputError:     # isolate the subject that addresses none of them
+            values = {}
+            for hm, text in subjects.items():
+                try:
+                    values.update(key_values(self.config, pairs, [(hm, text)])[0])
+                except InputError as exc:
+                    for rid in [r for r, st in todo.items() if st.subject_hmac == hm]:
+                        self._fail(rid, str(exc))
+        hmac_of = self.engine.keys.subject_hmac
+        groups: dict[str, list[Member]] = {}
+        for rid, st in todo.items():
+            if rid in self.failed or st.plan is None:
+                continue
+            for t in st.plan.targets:
+                vs = values.get((index[t.key], st.subject_hmac))
+                if not vs:
+                    self._fail(rid, f"{t.name}: the request's identities no longer address "
+                                    "it; re-plan with `erasure run --replan`")
+                    continue
+                if t.values:
+                    planned = {x["hmac"] for x in t.values}
+                    new = [v for v in vs if hmac_of(f"{t.identity}\x1f{v}") not in planned]
+                    if new:
+                        self._fail(rid, f"{t.name}: {len(new)} spelling(s) of the subject's "
+                                        f"{t.identity} the plan did not count are there now; "
+                                        "re-plan with `erasure run --replan`")
+                        continue
+                groups.setdefault(t.key, []).append(Member(rid, st.subject_hmac, t, tuple(vs)))
+        return groups
 
     def _fail(self, rid: str, error: str, retryable: bool = False) -> None:
         self.failed.setdefault(rid, []).append(error)
@@ -136,8 +180,9 @@ class Runner:
         requests: dict[Any, list[str]] = {}
         planned: dict[Any, int] = {}
         for m in members:
-            requests.setdefault(m.value, []).append(m.request_id)
-            planned[m.value] = max(planned.get(m.value, 0), m.target.rows)
+            for v in m.values:
+                requests.setdefault(v, []).append(m.request_id)
+                planned[v] = max(planned.get(v, 0), m.target.rows)
         return {"derived": members[0].target.derived_from, "requests": requests,
                 "planned": planned}
 
@@ -159,10 +204,11 @@ class Runner:
         # tags of every earlier attempt (crashed or stopped): their commits count as deleted
         earlier_tags = sorted(set().union(*(self.states[m.request_id].tags.get((t.key, "erase"), set())
                                             for m in pending)))
-        values = list(dict.fromkeys(m.value for m in pending))
+        values = flat(pending)
+        # planned rows per member's key values (two requests of one subject count once)
         planned_by_value: dict[Any, int] = {}
         for m in pending:
-            planned_by_value[m.value] = max(planned_by_value.get(m.value, 0), m.target.rows)
+            planned_by_value[m.values] = max(planned_by_value.get(m.values, 0), m.target.rows)
         planned = sum(planned_by_value.values())
         plan_version = min(m.target.table_version or 0 for m in pending)
         versioned = conn if isinstance(conn, Versioned) else None
@@ -217,17 +263,18 @@ class Runner:
             raise GuardTripped(
                 f"{t.name}: the delete removed {res.rows_deleted + already} rows against "
                 f"{planned} planned (tolerance {allowed}); purge withheld, {where}")
-        earlier = self._earlier_by_value(planned_by_value, live, already, bool(earlier_tags),
-                                         traceable)
+        live_by_member = {m.values: sum(live.get(v, 0) for v in m.values) for m in pending}
+        earlier = self._earlier_by_value(planned_by_value, live_by_member, already,
+                                         bool(earlier_tags), traceable)
         with self.ledger.transaction():
             for m in pending:
-                before = live.get(m.value, 0) + earlier.get(m.value, 0)
+                before = live_by_member[m.values] + earlier.get(m.values, 0)
                 self._record(
                     "step.completed", m, "erase", tag=self.batch, rows_planned=m.target.rows,
                     rows_live_before=before, rows_deleted=before,
-                    subject_rows_deleted_earlier_attempt=earlier.get(m.value, 0),
+                    subject_rows_deleted_earlier_attempt=earlier.get(m.values, 0),
                     earlier_attempt_traced=traceable if earlier_tags else None,
-                    batch_rows_deleted=res.rows_deleted, batch_subjects=len(values),
+                    batch_rows_deleted=res.rows_deleted, batch_subjects=len(planned_by_value),
                     rows_deleted_earlier_attempt=already, rows_written_since_plan=allowed,
                     version_before=res.version_before, version_after=res.version_after,
                     files_removed=res.files_removed, files_added=res.files_added,
@@ -305,8 +352,7 @@ class Runner:
         with self.ledger.transaction():
             for m in pending:
                 self._record("step.started", m, "purge", tag=self.batch)
-        values = list(dict.fromkeys(m.value for m in pending))
-        res = conn.purge(t.namespace, t.name, t.column, values, self.batch)
+        res = conn.purge(t.namespace, t.name, t.column, flat(pending), self.batch)
         with self.ledger.transaction():
             for m in pending:
                 self._record("step.completed", m, "purge", tag=self.batch, **res.evidence())
@@ -318,14 +364,15 @@ class Runner:
                    or (self.states[m.request_id].step(t.key, "verify") or {}).get("state") != "completed"]
         if not pending:
             return
-        values = list(dict.fromkeys(m.value for m in pending))
+        values = flat(pending)
         if isinstance(conn, VerifiesItself):   # its own proof (MLflow: the flag)
             found = conn.verify(t.namespace, t.name, t.column, values,
                                 **self._context(conn, pending),
                                 erased_versions=self._erased_versions(pending))
             with self.ledger.transaction():
                 for m in pending:
-                    self._record_verification(m, phase, found.get(m.value, []), dict(
+                    self._record_verification(m, phase, _union(found.get(v, [])
+                                                               for v in m.values), dict(
                         verified_at=_now(), rows_remaining=0, residue=[],
                         residue_mode=t.residue_after.get("mode"), residue_until=None))
             return
@@ -335,9 +382,9 @@ class Runner:
         strict = t.residue_after.get("mode") != "keep-history"
         with self.ledger.transaction():
             for m in pending:
-                rows = counted.rows.get(m.value, 0)
-                live_files = counted.files.get(m.value, [])
-                residue = counted.residue.get(m.value, [])
+                rows = sum(counted.rows.get(v, 0) for v in m.values)
+                live_files = _union(counted.files.get(v, []) for v in m.values)
+                residue = _union(counted.residue.get(v, []) for v in m.values)
                 problems = []
                 if rows:
                     problems.append(f"{rows} rows still readable")
@@ -377,17 +424,7 @@ class Runner:
                for rid in active}
         if active:
             self._plan(active, raw, replan)
-        groups: dict[str, list[Member]] = {}
-        for rid, st in active.items():
-            if rid in self.failed or st.plan is None:
-                continue
-            for t in st.plan.targets:
-                try:
-                    v = self._value(raw[rid], t, st.subject_hmac)
-                except InputError as exc:
-                    self._fail(rid, str(exc))
-                    continue
-                groups.setdefault(t.key, []).append(Member(rid, st.subject_hmac, t, v))
+        groups = self._members(active, raw)
         order = {t.key: i for st in active.values() if st.plan for i, t in enumerate(st.plan.targets)}
         for st in active.values():
             if st.plan is not None:
@@ -406,7 +443,7 @@ class Runner:
                 self._verify(conn, members)
             except Exception as exc:   # one boundary: connector errors become failed steps
                 msg = str(translated(exc, f"{t.name}: {t.connector} connector error",
-                                     [m.value for m in members]))
+                                     flat(members)))
                 phase = "erase"
                 with self.ledger.transaction():
                     for m in members:
@@ -477,14 +514,10 @@ class Runner:
         everywhere the plan reached; MLflow flags are checked and marked superseded when a
         clean retrained version exists. Each check is recorded as a `reverify` step."""
         self.states = {rid: load_state(self.ledger, rid) for rid in dict.fromkeys(request_ids)}
-        groups: dict[str, list[Member]] = {}
-        for rid, st in self.states.items():
-            if not st.done or st.plan is None:
-                continue
-            raw = self.engine.keys.unseal(self.ledger.sealed_subject(rid), rid)
-            for t in st.plan.targets:
-                v = self._value(raw, t, st.subject_hmac)
-                groups.setdefault(t.key, []).append(Member(rid, st.subject_hmac, t, v))
+        done = {rid: st for rid, st in self.states.items() if st.done and st.plan is not None}
+        raw = {rid: self.engine.keys.unseal(self.ledger.sealed_subject(rid), rid)
+               for rid in done}
+        groups = self._members(done, raw)
         for members in groups.values():
             conn = self.engine.registry.get(members[0].target.connector)
             try:
@@ -492,7 +525,7 @@ class Runner:
             except Exception as exc:   # the same boundary as the run's
                 for m in members:
                     self._fail(m.request_id, str(translated(
-                        exc, f"{m.target.name}: reverify could not run", [m.value], 300)))
+                        exc, f"{m.target.name}: reverify could not run", list(m.values), 300)))
         out = []
         for rid, st in self.states.items():
             if not st.done:

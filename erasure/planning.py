@@ -46,6 +46,10 @@ class Target:
     # the identity type the key column holds (erasure/identity.py); "" in plans recorded
     # before identities existed (and then not in the JSON)
     identity: str = ""
+    # per key value the request addresses this target with, its HMAC (of "type\x1fvalue")
+    # and rows: where the identity normalizes (each spelling found) or there are several
+    # values; never a value. Empty otherwise (and then not in the JSON)
+    values: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -54,7 +58,7 @@ class Target:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        for optional in ("key_suffix", "identity"):
+        for optional in ("key_suffix", "identity", "values"):
             if not d[optional]:
                 del d[optional]
         return d
@@ -237,28 +241,79 @@ def subject_value(subject: Subject, t: Any, hm: str) -> tuple[Any, str | None]:
                                 f"column {t.column} ({t.identity or t.column} identities)")
 
 
-def typed_values(targets: list[ResolvedTarget], subjects: list[tuple[str, str]]
-                 ) -> tuple[dict[tuple[int, str], Any], dict[str, list[dict[str, str]]]]:
-    """(target index, subject hmac) -> the typed key value, for the targets each subject's
-    identities address; and per subject the targets they cannot address, with the reason. A
-    subject that addresses no target at all is refused (exit 4): nothing could be erased."""
-    out: dict[tuple[int, str], Any] = {}
+def key_values(config: Config, targets: list[tuple[Any, Any]], subjects: list[tuple[str, str]]
+               ) -> tuple[dict[tuple[int, str], list[Any]], dict[str, list[dict[str, str]]],
+                          dict[int, str]]:
+    """The typed key values each subject's identities address each target with.
+
+    `targets`: (target, connector) pairs (a ResolvedTarget at plan time, a planned Target at
+    run time). Returns (target index, subject hmac) -> values, for the targets each subject
+    addresses; per subject the targets it cannot address, with the reason; and per target
+    index what could not be searched. Where the target's identity type normalizes
+    (`[[identities]] normalize`), the values are the normalized value and every spelling of
+    it the dataset holds (`FindsKeyVariants`), each erased by exact match; a connector that
+    cannot list them gets the normalized value only, and the plan says the other spellings
+    were not searched. A subject that addresses no target at all is refused (exit 4)."""
+    from connectors.base import FindsKeyVariants
+
+    from .identity import normalized
+
+    out: dict[tuple[int, str], list[Any]] = {}
     skipped: dict[str, list[dict[str, str]]] = {hm: [] for hm, _ in subjects}
+    unsearched: dict[int, str] = {}
     for hm, raw in subjects:
         subject = Subject.parse(raw)
-        for i, t in enumerate(targets):
+        for i, (t, _) in enumerate(targets):
             v, why = subject_value(subject, t, hm)
             if v is NOT_APPLICABLE:
                 skipped[hm].append({"namespace": t.namespace, "name": t.name,
                                     "column": t.column, "identity": t.identity,
                                     "reason": why or ""})
             else:
-                out[(i, hm)] = v
+                out[(i, hm)] = [v]
         if targets and len(skipped[hm]) == len(targets):
             raise SubjectKeyTypeError(
                 f"subject {hm[:12]}…: no dataset the lineage reaches can hold its identities "
                 f"({'; '.join(sorted({s['reason'] for s in skipped[hm]}))}); nothing was changed")
-    return out, skipped
+    for i, (t, conn) in enumerate(targets):
+        spec = config.identities.get(t.identity) if t.identity else None
+        if spec is None or spec.normalize is None or t.key_type not in ("string",
+                                                                        "large_string"):
+            continue
+        mine = {hm: normalized(spec.normalize, vals[0]) for (j, hm), vals in out.items()
+                if j == i}
+        if not mine:
+            continue
+        if isinstance(conn, FindsKeyVariants):
+            found = conn.key_variants(t.namespace, t.name, t.column, spec.normalize,
+                                      sorted(set(mine.values())))
+        else:
+            found = {}
+            unsearched[i] = (f"other spellings of {t.identity} identities (case, spaces: "
+                             f"normalize = {spec.normalize}) were not searched: the "
+                             f"{conn.name} connector cannot list key variants")
+        for hm, norm in mine.items():
+            out[(i, hm)] = list(dict.fromkeys([norm, *found.get(norm, [])]))
+    return out, skipped, unsearched
+
+
+def _union(lists: Any) -> list[Any]:
+    return list(dict.fromkeys(x for xs in lists for x in xs))
+
+
+def _details(details: dict[Any, dict[str, Any]], vs: list[Any]) -> dict[str, Any]:
+    """One target's connector facts over several values: the first value's, with counts
+    summed and lists joined across them."""
+    first = dict(details.get(vs[0], {}))
+    for v in vs[1:]:
+        for k, x in details.get(v, {}).items():
+            if isinstance(x, int) and not isinstance(x, bool) and isinstance(first.get(k), int):
+                first[k] += x
+            elif isinstance(x, list) and isinstance(first.get(k), list):
+                first[k] = _union([first[k], x])
+            else:
+                first.setdefault(k, x)
+    return first
 
 
 def residue_after(t: ResolvedTarget) -> dict[str, Any]:
@@ -276,11 +331,12 @@ def plan_erasures(config: Config, graph: LineageGraph, registry: ConnectorRegist
 
     untouched: list[dict] = []
     targets, unresolved, out_of_scope = resolve_targets(config, graph, registry, untouched)
-    values, skipped = typed_values(targets, subjects)
+    values, skipped, unsearched = key_values(config, [(t, t.connector) for t in targets],
+                                             subjects)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     per_subject: dict[str, list[Target]] = {hm: [] for hm, _ in subjects}
     for i, t in enumerate(targets):
-        vals = [values[(i, hm)] for hm, _ in subjects if (i, hm) in values]
+        vals = [v for hm, _ in subjects for v in values.get((i, hm), [])]
         if not vals:
             continue
         try:
@@ -290,16 +346,24 @@ def plan_erasures(config: Config, graph: LineageGraph, registry: ConnectorRegist
             raise translated(exc, f"{t.name}: cannot read with the {t.connector.name} "
                              "connector", vals) from None
         after = residue_after(t)
+        not_verified = list(counted.not_verified) + (
+            [unsearched[i]] if i in unsearched else [])
+        spec = config.identities.get(t.identity) if t.identity else None
+        normalizes = spec is not None and spec.normalize is not None
         for hm, _ in subjects:
             if (i, hm) not in values:
                 continue
-            v = values[(i, hm)]
+            vs = values[(i, hm)]
+            shown = ([{"hmac": hmac_of(f"{t.identity}\x1f{v}"), "rows": counted.rows.get(v, 0)}
+                      for v in vs] if hmac_of is not None and (normalizes or len(vs) > 1)
+                     else [])
             per_subject[hm].append(Target(
                 t.namespace, t.name, t.connector.name, t.column, t.key_type, t.how,
-                t.derived_from, counted.rows.get(v, 0), counted.files.get(v, []),
-                counted.version, counted.residue.get(v, []), after,
-                counted.details.get(v, {}), list(counted.not_verified), t.key_suffix,
-                t.identity))
+                t.derived_from, sum(counted.rows.get(v, 0) for v in vs),
+                _union(counted.files.get(v, []) for v in vs),
+                counted.version, _union(counted.residue.get(v, []) for v in vs), after,
+                _details(counted.details, vs), not_verified, t.key_suffix, t.identity,
+                shown))
     notes = [f"{t.name}: key column {t.column} matched by name (no column lineage)"
              for t in targets if t.how == "name_match"]
     plans = []

@@ -201,3 +201,99 @@ def test_the_report_lists_identities_by_type_and_hmac_and_the_roots_not_applicab
     assert "Not applicable" in text and "holds user_id identities and the request carries none" \
         in text
     assert "brien" not in text.lower()
+
+
+# ---- normalized matching (issue 11, item 3) -------------------------------------------------
+SPELLINGS = ["alice@example.com", "Alice@Example.COM", " alice@example.com ", "ALICE@EXAMPLE.COM"]
+OTHERS = ["alice@example.org", "alice.x@example.com", "bob@example.com", "malice@example.com"]
+
+
+@pytest.fixture
+def spelled(tmp_path, monkeypatch):
+    """A Delta `contacts` root keyed by e-mail (normalize lower) and a plain Parquet export
+    of it reached by name; several spellings of one address, and near misses."""
+    import pyarrow.parquet as pq
+
+    monkeypatch.delenv("ERASURE_SUBJECT_KEY", raising=False)
+    contacts, export = tmp_path / "contacts", tmp_path / "export"
+    rows = SPELLINGS + OTHERS + SPELLINGS[:2]
+    write_deltalake(contacts, pa.table({"email": rows, "n": list(range(len(rows)))}))
+    export.mkdir()
+    pq.write_table(pa.table({"email": rows[::-1], "m": list(range(len(rows)))}),
+                   export / "part-0.parquet")
+    ev = tmp_path / "events.jsonl"
+    ev.write_text(json.dumps({
+        "eventType": "COMPLETE", "eventTime": "2026-11-01T00:00:00Z", "producer": "t",
+        "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json",
+        "run": {"runId": "00000000-0000-4000-8000-000000000012"},
+        "job": {"namespace": "crm", "name": "export"},
+        "inputs": [{"namespace": "file", "name": str(contacts)}],
+        "outputs": [{"namespace": "file", "name": str(export)}]}) + "\n")
+    cfg = tmp_path / "erasure.toml"
+    cfg.write_text('[lineage]\nevents = ["events.jsonl"]\n'
+                   '[[identities]]\nname = "email"\nnormalize = "lower"\n'
+                   '[[roots]]\nnamespace = "file"\nname = "contacts"\ncolumn = "email"\n')
+    return tmp_path, cfg, contacts, export
+
+
+def _emails(path: Path) -> list[str]:
+    return sorted(read_table(str(path)).column("email").to_pylist())
+
+
+def test_every_spelling_of_a_normalized_address_is_erased_and_near_misses_stay(spelled, capsys):
+    tmp, cfg, contacts, export = spelled
+    code, plan, err = cli(cfg, capsys, "plan", "--identity", "email=ALICE@example.com")
+    assert code == 0, err
+    by_name = {t["name"]: t for t in plan["targets"]}
+    for name in (str(contacts), str(export)):
+        t = by_name[name]
+        assert t["rows"] == 6, t                  # 4 spellings, two of them twice
+        assert sorted(v["rows"] for v in t["values"]) == [1, 1, 2, 2]   # each spelling counted
+        assert not t["not_verified"]
+    assert "alice" not in json.dumps(plan).lower()
+    _, sub, _ = cli(cfg, capsys, "request", "submit", "--identity", "email=alice@example.com")
+    code, res, err = cli(cfg, capsys, "run", sub["request_id"])
+    assert code == 0 and res["status"] == "completed", (res, err)
+    assert _emails(contacts) == sorted(OTHERS) and _emails(export) == sorted(OTHERS)
+    assert b"alice@example.com" not in ledger_bytes(tmp).lower()
+
+
+def test_a_spelling_written_after_the_plan_stops_the_run_and_verify_sees_one_written_back(
+        spelled, capsys):
+    tmp, cfg, contacts, export = spelled
+    _, sub, _ = cli(cfg, capsys, "request", "submit", "--identity", "email=alice@example.com")
+    rid = sub["request_id"]
+    from erasure.engine import Engine
+    from erasure.execution import Runner
+
+    eng = Engine.from_path(cfg)
+    try:
+        with eng.ledger.exclusive():
+            Runner(eng)._plan({rid: __import__("erasure.requests", fromlist=["x"])
+                               .load_state(eng.ledger, rid)},
+                              {rid: eng.keys.unseal(eng.ledger.sealed_subject(rid), rid)}, False)
+    finally:
+        eng.close()
+    write_deltalake(contacts, pa.table({"email": ["aLiCe@example.com"], "n": [99]}),
+                    mode="append")
+    code, res, err = cli(cfg, capsys, "run", rid)
+    assert code == 5 and res["status"] == "failed"
+    assert "spelling(s) of the subject's email the plan did not count" in res["requests"][0][
+        "errors"][0]
+    assert "aLiCe@example.com" in _emails(contacts)            # nothing was erased
+    code, res, err = cli(cfg, capsys, "run", "--replan", rid)
+    assert code == 0 and res["status"] == "completed", (res, err)
+    assert _emails(contacts) == sorted(OTHERS)
+    write_deltalake(contacts, pa.table({"email": [" ALICE@example.com"], "n": [100]}),
+                    mode="append")
+    code, res, err = cli(cfg, capsys, "verify", rid)
+    assert code == 5 and res["status"] == "violated", res
+
+
+def test_without_a_normalize_rule_only_the_exact_spelling_is_erased(spelled, capsys):
+    tmp, cfg, contacts, export = spelled
+    cfg.write_text(cfg.read_text().replace('normalize = "lower"\n', ""))
+    _, sub, _ = cli(cfg, capsys, "request", "submit", "--identity", "email=alice@example.com")
+    code, res, err = cli(cfg, capsys, "run", sub["request_id"])
+    assert code == 0, err
+    assert _emails(contacts) == sorted(SPELLINGS[1:] + OTHERS + SPELLINGS[1:2])

@@ -158,6 +158,21 @@ class DeltaConnector:
     def table_version(self, namespace: str, name: str) -> int | None:
         return self.open(namespace, name).version()
 
+    def key_variants(self, namespace: str, name: str, column: str, rule: str,
+                     values: Sequence[str]) -> dict[str, list[str]]:
+        """The spellings of normalized identities in the live rows (FindsKeyVariants): the
+        distinct keys are read through DataFusion (deletion vectors honoured), normalized and
+        matched in Arrow."""
+        import pyarrow as pa
+        from deltalake import QueryBuilder
+
+        from ..keymatch import key_variants
+
+        res = pa.table(QueryBuilder().register("t", self.open(namespace, name))
+                       .execute(f"SELECT DISTINCT {quote_ident(column)} AS k FROM t")
+                       .read_all())
+        return key_variants(res.column("k"), rule, values)
+
     # ---- earlier versions (connectors.base.ReadsVersions) -------------------------------
     def rows_at_version(self, namespace: str, name: str, column: str, values: Sequence[Any],
                         version: int) -> dict[Any, int] | None:
