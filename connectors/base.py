@@ -255,6 +255,16 @@ class FindsKeyVariants(Protocol):
 
 
 @runtime_checkable
+class LooksUp(Protocol):
+    """Reads a lookup table (`[[enrich]]`, erasure/enrich.py): for each value of
+    `from_column`, the distinct values of `to_column` in the rows holding it, from one
+    consistent snapshot whose version (None where there are none) is returned too."""
+
+    def lookup(self, namespace: str, name: str, from_column: str, to_column: str,
+               values: Sequence[Any]) -> tuple[dict[Any, list[Any]], int | None]: ...
+
+
+@runtime_checkable
 class ErasesInTransaction(Protocol):
     """Deletes in one transaction and checks the guard inside it: when the rows deleted fall
     outside [low, high] it rolls back and raises erasure.errors.GuardTripped, and nothing was
@@ -399,6 +409,7 @@ def abilities(conn: Connector) -> dict[str, Any]:
             "guard_in_transaction": isinstance(conn, ErasesInTransaction),
             "own_verification": isinstance(conn, VerifiesItself),
             "key_variants": isinstance(conn, FindsKeyVariants),
+            "lookup": isinstance(conn, LooksUp),
             "notes": list(cap.notes)}
 
 

@@ -129,6 +129,21 @@ class ParquetConnector:
                    for v in values}
         return TargetCount(rows=rows, files=files, version=None, residue=residue)
 
+    def lookup(self, namespace: str, name: str, from_column: str, to_column: str,
+               values: Sequence[Any]) -> tuple[dict[Any, list[Any]], int | None]:
+        """`to_column` values per `from_column` value (LooksUp); Parquet has no versions."""
+        import pyarrow.parquet as pq
+
+        out: dict[Any, set[Any]] = {v: set() for v in values}
+        for f in self.files(namespace, name):
+            tbl = pq.ParquetFile(f).read(columns=[from_column, to_column])
+            col = comparable(tbl.column(0))
+            hit = tbl.filter(key_mask(col, _value_set(values, col.type)))
+            for k, v in zip(hit.column(0).to_pylist(), hit.column(1).to_pylist()):
+                if v is not None and k in out:
+                    out[k].add(v)
+        return {k: sorted(v, key=str) for k, v in out.items()}, None
+
     def key_variants(self, namespace: str, name: str, column: str, rule: str,
                      values: Sequence[str]) -> dict[str, list[str]]:
         """The spellings of normalized identities in the files (FindsKeyVariants)."""

@@ -173,7 +173,9 @@ def _subject(eng, subject_id: Optional[str], identities: Optional[List[str]]):
 
     pairs = [split_pair(x) for x in identities or []]
     return build_subject(subject_id, pairs, eng.config.identities,
-                         [r.identity for r in eng.config.roots])
+                         [r.identity for r in eng.config.roots]
+                         + [x for e in eng.config.enrich for x in (e.from_identity,
+                                                                   e.to_identity)])
 
 
 @app.command()
@@ -214,8 +216,28 @@ def _check_subjects_fit_roots(eng, ids, guard=None) -> int:
             raise UnknownDatasetError(f"root dataset {root.name} has no column {root.column!r}")
         types.append((typ, root.identity, f"{root.column} of {root.name}"))
     n = 0
+    batch: list[tuple[str, str]] = []
+
+    def enrich_check() -> None:
+        """An ambiguous lookup (more than an [[enrich]] entry's max_values) is exit 4 before
+        anything is recorded; the lookups run per batch of subjects."""
+        if eng.config.enrich and batch:
+            from .enrich import enrich_subjects
+
+            try:
+                enrich_subjects(eng.config, eng.registry,
+                                [(eng.keys.subject_hmac(t), t) for _, t in batch])
+            except InputError as exc:
+                raise InputError(f"{batch[0][0] if len(batch) == 1 else 'a subject'}: "
+                                 f"{exc}") from None
+        batch.clear()
+
     for where, s in ids:
         n += 1
+        if eng.config.enrich:
+            batch.append((where, s))
+            if len(batch) >= 1000:
+                enrich_check()
         subject = Subject.parse(s)
         if guard is not None:
             for v in subject.values():
@@ -223,6 +245,8 @@ def _check_subjects_fit_roots(eng, ids, guard=None) -> int:
         hm = eng.keys.subject_hmac(s)
         for kind, v in subject.identities:
             roots = [(typ, column) for typ, ident, column in types if ident == kind]
+            if not roots and any(e.from_identity == kind for e in eng.config.enrich):
+                continue     # looked up ([[enrich]]): what it gives is checked when planned
             if not roots:
                 raise InputError(f"{where}: no [[roots]] entry holds {kind} identities, so "
                                  f"nothing could be erased by one; nothing was recorded")
@@ -244,6 +268,7 @@ def _check_subjects_fit_roots(eng, ids, guard=None) -> int:
             else:
                 raise SubjectKeyTypeError(f"{where}: no root's key column can hold it: "
                                           + "; ".join(problems))
+    enrich_check()
     return n
 
 

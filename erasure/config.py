@@ -169,6 +169,19 @@ class SigningSection(BaseModel):
     dir: PathText = ".erasure/signing"
 
 
+class EnrichEntry(BaseModel):
+    """`[[enrich]]`: a lookup table that maps one identity to another (erasure/enrich.py)."""
+    model_config = SECTION
+    namespace: Text
+    name: Text
+    from_column: Text
+    to_column: Text
+    from_identity: Text | None = None     # default: from_column
+    to_identity: Text | None = None       # default: to_column
+    max_values: Annotated[int, annotated_types.Ge(1),
+                          Must("a positive integer")] = 20
+
+
 class CoreFile(BaseModel):
     """The core sections; `file_model()` adds each connector's."""
     model_config = SECTION
@@ -178,6 +191,7 @@ class CoreFile(BaseModel):
     roots: list[RootEntry] = Field(default_factory=list)
     datasets: list[DatasetEntry] = Field(default_factory=list)
     identities: list[IdentityEntry] = Field(default_factory=list)
+    enrich: list[EnrichEntry] = Field(default_factory=list)
     signing: SigningSection = SigningSection()
 
     @model_validator(mode="after")
@@ -216,6 +230,20 @@ class Root:
 
 
 @dataclass(frozen=True)
+class Enrichment:
+    """One `[[enrich]]` entry, resolved: look `from_identity` values up in `from_column` of
+    the dataset and take `to_column` as `to_identity` values."""
+
+    namespace: str
+    name: str
+    from_column: str
+    to_column: str
+    from_identity: str
+    to_identity: str
+    max_values: int = 20
+
+
+@dataclass(frozen=True)
 class DatasetOverride:
     """An operator's word on one dataset: its subject key column, or why it is out of scope."""
 
@@ -242,6 +270,7 @@ class Config:
     sections: Mapping[str, Any] = field(default_factory=dict)
     # the declared identity types by name ([[identities]]); root identities need none
     identities: Mapping[str, Any] = field(default_factory=dict)
+    enrich: tuple[Enrichment, ...] = ()
 
     def section(self, key: str) -> Any:
         return self.sections.get(key)
@@ -467,4 +496,10 @@ def _build(raw: dict, path: Path, base: Path) -> Config:
                   signing_dir=resolve_path(base, f.signing.dir),
                   sections={key: getattr(f, key) for key in config_sections()},
                   identities={i.name: IdentityType(i.name, i.normalize, i.pattern)
-                              for i in f.identities})
+                              for i in f.identities},
+                  enrich=tuple(Enrichment(e.namespace,
+                                          dataset_name_for(e.namespace, e.name, base),
+                                          e.from_column, e.to_column,
+                                          e.from_identity or e.from_column,
+                                          e.to_identity or e.to_column, e.max_values)
+                               for e in f.enrich))

@@ -28,6 +28,16 @@ if TYPE_CHECKING:
     from .engine import Engine
 
 log = logging.getLogger("erasure.run")
+PLAN_SUBJECT = "#plan"     # the sealed subject of a request's latest plan: <request>#plan
+
+
+def subject_text(engine: Engine, rid: str) -> str:
+    """The subject of a request as its latest plan saw it (with the identities enrichment
+    derived), or as it was submitted when no plan has been recorded."""
+    blob = engine.ledger.sealed_plan_subject(rid)
+    if blob is not None:
+        return engine.keys.unseal(blob, rid + PLAN_SUBJECT)
+    return engine.keys.unseal(engine.ledger.sealed_subject(rid), rid)
 PHASES = ("erase", "purge", "verify")
 
 
@@ -107,6 +117,11 @@ class Runner:
             for rid, plan in pairs:
                 self.ledger.append(rid, "plan.recorded",
                                    {"plan": plan.to_json(), "batch": self.batch})
+                # derived identities (enrichment) are sealed with the plan: a resumed run,
+                # verify and the sweep use them even once the lookup table is erased
+                self.ledger.seal_plan_subject(rid, self.engine.keys.seal(
+                    plan.subject_text, rid + PLAN_SUBJECT))
+                raw[rid] = plan.subject_text
                 states[rid] = load_state(self.ledger, rid)
 
     def _members(self, states: dict[str, RequestState], raw: dict[str, str]
@@ -155,6 +170,11 @@ class Runner:
                         continue
                 groups.setdefault(t.key, []).append(Member(rid, st.subject_hmac, t, tuple(vs)))
         return groups
+
+    def subject_text(self, rid: str) -> str:
+        """The request's subject as its recorded plan saw it (derived identities included),
+        or as submitted before a plan exists."""
+        return subject_text(self.engine, rid)
 
     def _fail(self, rid: str, error: str, retryable: bool = False) -> None:
         self.failed.setdefault(rid, []).append(error)
@@ -420,8 +440,7 @@ class Runner:
         states = {rid: load_state(self.ledger, rid) for rid in dict.fromkeys(request_ids)}
         active = {rid: st for rid, st in states.items() if not st.done}
         self.states = active
-        raw = {rid: self.engine.keys.unseal(self.ledger.sealed_subject(rid), rid)
-               for rid in active}
+        raw = {rid: self.subject_text(rid) for rid in active}
         if active:
             self._plan(active, raw, replan)
         groups = self._members(active, raw)
@@ -515,8 +534,7 @@ class Runner:
         clean retrained version exists. Each check is recorded as a `reverify` step."""
         self.states = {rid: load_state(self.ledger, rid) for rid in dict.fromkeys(request_ids)}
         done = {rid: st for rid, st in self.states.items() if st.done and st.plan is not None}
-        raw = {rid: self.engine.keys.unseal(self.ledger.sealed_subject(rid), rid)
-               for rid in done}
+        raw = {rid: self.subject_text(rid) for rid in done}
         groups = self._members(done, raw)
         for members in groups.values():
             conn = self.engine.registry.get(members[0].target.connector)

@@ -351,6 +351,17 @@ class Ledger:
     def seal_subject(self, request_id: str, sealed: bytes) -> None:
         self.db.execute("INSERT INTO sealed_subjects VALUES (?, ?)", (request_id, sealed))
 
+    def seal_plan_subject(self, request_id: str, sealed: bytes) -> None:
+        """The subject a request's latest plan was made for (derived identities included):
+        replaced when the request is planned again."""
+        self.db.execute("INSERT OR REPLACE INTO sealed_subjects VALUES (?, ?)",
+                        (request_id + "#plan", sealed))
+
+    def sealed_plan_subject(self, request_id: str) -> bytes | None:
+        row = self.db.execute("SELECT sealed FROM sealed_subjects WHERE request_id = ?",
+                              (request_id + "#plan",)).fetchone()
+        return row[0] if row else None
+
     def sealed_subject(self, request_id: str) -> bytes:
         row = self.db.execute("SELECT sealed FROM sealed_subjects WHERE request_id = ?",
                               (request_id,)).fetchone()

@@ -102,9 +102,13 @@ class Plan:
     not_applicable: list[dict[str, str]] = field(default_factory=list)
     # the request's identities, by type and HMAC (never a value), and where each came from
     identities: list[dict[str, Any]] = field(default_factory=list)
+    # the subject text the plan was made for, derived identities included (never in the JSON:
+    # the runner seals it with the plan, erasure/enrich.py)
+    subject_text: str = field(default="", repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
+        del d["subject_text"]
         for optional in ("connectors", "not_applicable", "identities"):
             if not d[optional]:
                 del d[optional]
@@ -223,19 +227,19 @@ NOT_APPLICABLE = object()
 
 
 def subject_value(subject: Subject, t: Any, hm: str) -> tuple[Any, str | None]:
-    """The typed key value a request addresses `t` (a Target or ResolvedTarget) with, or
-    (NOT_APPLICABLE, why). A value of the target's identity type must fit its key column
-    (SubjectKeyTypeError, exit 4, otherwise); an untyped subject id that the column's type
-    cannot hold makes the target not applicable, which is no error."""
+    """The typed key values a request addresses `t` (a Target or ResolvedTarget) with (a
+    list), or (NOT_APPLICABLE, why). Values of the target's identity type must fit its key
+    column (SubjectKeyTypeError, exit 4, otherwise); an untyped subject id that the column's
+    type cannot hold makes the target not applicable, which is no error."""
     where = f"{t.column} of {t.name}"
     typed = subject.of_type(t.identity) if t.identity else []
     if typed:
-        return coerce_subject_id(typed[0], t.key_type, hm, where), None
+        return [coerce_subject_id(v, t.key_type, hm, where) for v in typed], None
     if subject.subject_id is None:
         return NOT_APPLICABLE, (f"key column {t.column} holds {t.identity or t.column} "
                                 "identities and the request carries none")
     try:
-        return coerce_subject_id(subject.subject_id, t.key_type, hm, where), None
+        return [coerce_subject_id(subject.subject_id, t.key_type, hm, where)], None
     except SubjectKeyTypeError:
         return NOT_APPLICABLE, (f"the subject id cannot be a {t.key_type} value, the type of key "
                                 f"column {t.column} ({t.identity or t.column} identities)")
@@ -270,7 +274,7 @@ def key_values(config: Config, targets: list[tuple[Any, Any]], subjects: list[tu
                                     "column": t.column, "identity": t.identity,
                                     "reason": why or ""})
             else:
-                out[(i, hm)] = [v]
+                out[(i, hm)] = list(v)
         if targets and len(skipped[hm]) == len(targets):
             raise SubjectKeyTypeError(
                 f"subject {hm[:12]}…: no dataset the lineage reaches can hold its identities "
@@ -280,20 +284,21 @@ def key_values(config: Config, targets: list[tuple[Any, Any]], subjects: list[tu
         if spec is None or spec.normalize is None or t.key_type not in ("string",
                                                                         "large_string"):
             continue
-        mine = {hm: normalized(spec.normalize, vals[0]) for (j, hm), vals in out.items()
-                if j == i}
+        mine = {hm: [normalized(spec.normalize, v) for v in vals]
+                for (j, hm), vals in out.items() if j == i}
         if not mine:
             continue
         if isinstance(conn, FindsKeyVariants):
             found = conn.key_variants(t.namespace, t.name, t.column, spec.normalize,
-                                      sorted(set(mine.values())))
+                                      sorted({v for vs in mine.values() for v in vs}))
         else:
             found = {}
             unsearched[i] = (f"other spellings of {t.identity} identities (case, spaces: "
                              f"normalize = {spec.normalize}) were not searched: the "
                              f"{conn.name} connector cannot list key variants")
-        for hm, norm in mine.items():
-            out[(i, hm)] = list(dict.fromkeys([norm, *found.get(norm, [])]))
+        for hm, norms in mine.items():
+            out[(i, hm)] = list(dict.fromkeys(
+                x for norm in norms for x in [norm, *found.get(norm, [])]))
     return out, skipped, unsearched
 
 
@@ -329,8 +334,14 @@ def plan_erasures(config: Config, graph: LineageGraph, registry: ConnectorRegist
     request's identities by type and HMAC."""
     from connectors.base import abilities, count_target
 
+    from .enrich import enrich_subjects, records
+
     untouched: list[dict] = []
     targets, unresolved, out_of_scope = resolve_targets(config, graph, registry, untouched)
+    requested = dict(subjects)
+    enriched = enrich_subjects(config, registry, subjects) if config.enrich else {}
+    if enriched:     # every key of the person: the request's identities and derived ones
+        subjects = [(hm, enriched[hm].subject.text()) for hm, _ in subjects]
     values, skipped, unsearched = key_values(config, [(t, t.connector) for t in targets],
                                              subjects)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -370,9 +381,11 @@ def plan_erasures(config: Config, graph: LineageGraph, registry: ConnectorRegist
     for hm, raw in subjects:
         mine = per_subject[hm]
         can = {t.connector: abilities(registry.get(t.connector)) for t in mine}
-        ids = describe(Subject.parse(raw), hmac_of) if hmac_of is not None else []
+        ids = (describe(Subject.parse(requested[hm]), hmac_of)
+               + (records(enriched[hm], hmac_of) if hm in enriched else [])
+               if hmac_of is not None else [])
         plans.append(Plan(hm, now, mine, list(unresolved), list(out_of_scope), notes,
-                          list(untouched), can, skipped[hm], ids))
+                          list(untouched), can, skipped[hm], ids, subject_text=raw))
     return plans
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from connectors.base import FileVersions, Presentation
 
 from .errors import ExitCode
+from .execution import subject_text
 from .planning import plan_erasures
 from .requests import load_state, submit
 from .subject import short
@@ -75,8 +76,8 @@ def run_sweep(engine: Engine, fix: bool = False) -> SweepResult:
     by_subject: dict[str, list] = {}
     for st in done:
         if st.subject_hmac not in raw:
-            raw[st.subject_hmac] = engine.keys.unseal(ledger.sealed_subject(st.request_id),
-                                                      st.request_id)
+            # as its plan saw it: identities derived by enrichment included
+            raw[st.subject_hmac] = subject_text(engine, st.request_id)
         by_subject.setdefault(st.subject_hmac, []).append(st)
     res.subjects = len(raw)
     graph = engine.graph()                     # re-reads the configured lineage events

@@ -297,3 +297,91 @@ def test_without_a_normalize_rule_only_the_exact_spelling_is_erased(spelled, cap
     code, res, err = cli(cfg, capsys, "run", sub["request_id"])
     assert code == 0, err
     assert _emails(contacts) == sorted(SPELLINGS[1:] + OTHERS + SPELLINGS[1:2])
+
+
+# ---- enrichment (issue 11, item 4) ----------------------------------------------------------
+@pytest.fixture
+def crm(tmp_path, monkeypatch):
+    """`crm` maps e-mail addresses to user ids (alice has two accounts); `events` is keyed by
+    uid and `clean`, a renamed copy lineage reaches, by reviewer_id. Roots: crm by email and
+    events by user_id; an [[enrich]] entry looks e-mails up in crm."""
+    monkeypatch.delenv("ERASURE_SUBJECT_KEY", raising=False)
+    crm_t, events, clean = tmp_path / "crm", tmp_path / "events", tmp_path / "clean"
+    write_deltalake(crm_t, pa.table({
+        "email": ["alice@example.com", "Alice@Example.com", "bob@example.com", "carol@x.org"],
+        "user_id": pa.array([42, 43, 7, 8], pa.int64())}))
+    uids = [42, 43, 7, 8, 42, 420, 43]
+    write_deltalake(events, pa.table({"uid": pa.array(uids, pa.int64()), "n": range(7)}))
+    write_deltalake(clean, pa.table({"reviewer_id": pa.array(uids * 2, pa.int64()),
+                                     "m": range(14)}))
+    ev = tmp_path / "events.jsonl"
+    ev.write_text(json.dumps({
+        "eventType": "COMPLETE", "eventTime": "2026-11-01T00:00:00Z", "producer": "t",
+        "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json",
+        "run": {"runId": "00000000-0000-4000-8000-000000000013"},
+        "job": {"namespace": "lake", "name": "clean"},
+        "inputs": [{"namespace": "file", "name": str(events)}],
+        "outputs": [{"namespace": "file", "name": str(clean), "facets": {"columnLineage": {
+            "_producer": "t", "_schemaURL": "https://openlineage.io/spec/facets/1-2-0/"
+            "ColumnLineageDatasetFacet.json",
+            "fields": {"reviewer_id": {"inputFields": [{
+                "namespace": "file", "name": str(events), "field": "uid",
+                "transformations": [{"type": "DIRECT", "subtype": "IDENTITY"}]}]}}}}}]}) + "\n")
+    cfg = tmp_path / "erasure.toml"
+    cfg.write_text(
+        '[lineage]\nevents = ["events.jsonl"]\n'
+        '[[identities]]\nname = "email"\nnormalize = "lower"\n'
+        '[[roots]]\nnamespace = "file"\nname = "crm"\ncolumn = "email"\n'
+        '[[roots]]\nnamespace = "file"\nname = "events"\ncolumn = "uid"\nidentity = "user_id"\n'
+        '[[enrich]]\nnamespace = "file"\nname = "crm"\nfrom_column = "email"\n'
+        'to_column = "user_id"\n')
+    return tmp_path, cfg, crm_t, events, clean
+
+
+def test_a_request_by_email_erases_every_user_id_the_crm_maps_it_to(crm, capsys):
+    tmp, cfg, crm_t, events, clean = crm
+    code, plan, err = cli(cfg, capsys, "plan", "--identity", "email=alice@example.com")
+    assert code == 0, err
+    derived = [i for i in plan["identities"] if i["source"] != "request"]
+    assert sorted(i["type"] for i in derived) == ["user_id", "user_id"]
+    assert all("through file:" in i["source"] and "(email -> user_id)" in i["source"]
+               and i["version"] == 0 for i in derived)
+    by_name = {t["name"]: t for t in plan["targets"]}
+    assert by_name[str(events)]["rows"] == 4 and by_name[str(clean)]["rows"] == 8
+    assert by_name[str(crm_t)]["rows"] == 2          # both spellings of the address
+    assert "alice" not in json.dumps(plan).lower()
+    _, sub, err = cli(cfg, capsys, "request", "submit", "--identity", "email=alice@example.com")
+    rid = sub["request_id"]
+    code, res, err = cli(cfg, capsys, "run", rid)
+    assert code == 0 and res["status"] == "completed", (res, err)
+    assert sorted(read_table(str(events)).column("uid").to_pylist()) == [7, 8, 420]
+    assert sorted(read_table(str(clean)).column("reviewer_id").to_pylist()) == [7, 7, 8, 8,
+                                                                                 420, 420]
+    assert sorted(read_table(str(crm_t)).column("email").to_pylist()) == [
+        "bob@example.com", "carol@x.org"]
+    # the crm rows are gone, yet verify still knows the user ids: they were sealed with the plan
+    write_deltalake(events, pa.table({"uid": pa.array([43], pa.int64()), "n": [99]}),
+                    mode="append")
+    code, res, err = cli(cfg, capsys, "verify", rid)
+    assert code == 5 and res["status"] == "violated", res
+    assert b"alice" not in ledger_bytes(tmp).lower()
+
+
+def test_an_ambiguous_lookup_is_exit_4_and_records_nothing(crm, capsys):
+    tmp, cfg, *_ = crm
+    cfg.write_text(cfg.read_text() + "max_values = 1\n")
+    for cmd in (["plan"], ["request", "submit"]):
+        code, _, err = cli(cfg, capsys, *cmd, "--identity", "email=alice@example.com")
+        assert code == 4 and "gives 2 values for one email, more than max_values = 1" in err, err
+        assert "alice" not in err
+    assert not (tmp / ".erasure" / "ledger.db").exists()
+    # bob maps to one user id: fine
+    code, sub, err = cli(cfg, capsys, "request", "submit", "--identity", "email=bob@example.com")
+    assert code == 0, err
+
+
+def test_an_enrich_entry_on_a_missing_column_is_exit_3(crm, capsys):
+    tmp, cfg, *_ = crm
+    cfg.write_text(cfg.read_text().replace('to_column = "user_id"', 'to_column = "uid"'))
+    code, _, err = cli(cfg, capsys, "plan", "--identity", "email=alice@example.com")
+    assert code == 3 and "does not exist" in err

@@ -158,6 +158,31 @@ class DeltaConnector:
     def table_version(self, namespace: str, name: str) -> int | None:
         return self.open(namespace, name).version()
 
+    def lookup(self, namespace: str, name: str, from_column: str, to_column: str,
+               values: Sequence[Any]) -> tuple[dict[Any, list[Any]], int | None]:
+        """`to_column` values per `from_column` value (LooksUp), read from one version of the
+        table (returned): DataFusion with the same type-safe literals as counting."""
+        import pyarrow as pa
+        from deltalake import QueryBuilder
+
+        from .sql import literal
+
+        dt = self.open(namespace, name)
+        out: dict[Any, list[Any]] = {v: [] for v in values}
+        vals = list(values)
+        f, t = quote_ident(from_column), quote_ident(to_column)
+        for i in range(0, len(vals), SQL_CHUNK):
+            chunk = vals[i:i + SQL_CHUNK]
+            lits = ", ".join(literal(v) for v in chunk)
+            res = pa.table(QueryBuilder().register("t", dt).execute(
+                f"SELECT DISTINCT {f} AS f, {t} AS v FROM t WHERE {f} IN ({lits}) "
+                f"AND {t} IS NOT NULL").read_all())
+            for k, v in zip(res.column("f").to_pylist(), res.column("v").to_pylist()):
+                key = k if k in out else next((x for x in chunk if str(x) == str(k)), None)
+                if key is not None:
+                    out[key].append(v)
+        return {k: sorted(set(v), key=str) for k, v in out.items()}, dt.version()
+
     def key_variants(self, namespace: str, name: str, column: str, rule: str,
                      values: Sequence[str]) -> dict[str, list[str]]:
         """The spellings of normalized identities in the live rows (FindsKeyVariants): the
