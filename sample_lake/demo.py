@@ -96,7 +96,10 @@ def main() -> None:
     rows = int(os.environ.get("DEMO_ROWS", "20000"))
     subject = int(os.environ.get("DEMO_SUBJECT", "42"))
     banner(f"1. Generating the sample lake in {out} ({rows} reviews)")
-    info = generate(out, rows=rows, seed=7, force=True)
+    info = generate(out, rows=rows, seed=7, force=True, crm=True)
+    from sample_lake.generate import crm_email
+
+    address = crm_email(subject).upper()     # as the person writes it in their request
     cfg = Path(info["config"])
     print(f"tables: {', '.join(sorted(info['tables']))}\nconfig: {cfg}")
     before = count_subject(info["tables"], subject)
@@ -112,11 +115,14 @@ def main() -> None:
     banner("2. Lineage: where does a user's data flow?")
     erasure(cfg, "lineage", "show")
 
-    banner(f"3. Dry run for subject {subject} (changes nothing)")
-    erasure(cfg, "plan", "--subject-id", str(subject))
+    banner(f"3. Dry run for the person behind user {subject}, who writes in by e-mail "
+           "(changes nothing)")
+    # the CRM maps the address (any spelling) to user id {subject}; every table keyed by the
+    # user id is found through it
+    erasure(cfg, "plan", "--identity", f"email={address}")
 
-    banner("4. The Article 17 request")
-    rid = json.loads(erasure(cfg, "request", "submit", "--subject-id", str(subject),
+    banner("4. The Article 17 request, by e-mail")
+    rid = json.loads(erasure(cfg, "request", "submit", "--identity", f"email={address}",
                              "--requested-by", "privacy@example.com",
                              "--reason", "Art. 17 request received by support", "--json")
                      .stdout)["request_id"]
@@ -156,9 +162,16 @@ def main() -> None:
         print(f"daily_rating_forecast v{forecast['version']} (champion) erasure tags: "
               f"{forecast['erasure_tags'] or 'none'}")
         ok &= flagged and request_tagged and not forecast["erasure_tags"]
+    from deltalake import DeltaTable
+
+    crm_left = DeltaTable(info["tables"]["crm/customers"]).to_pyarrow_table().column(
+        "user_id").to_pylist()
+    print(f"CRM rows of user {subject}: {crm_left.count(subject)}; other CRM rows: "
+          f"{len(crm_left) - crm_left.count(subject)}")
+    ok &= subject not in crm_left and len(crm_left) == info["users"] - 1
     email = f"user{subject}@example.com".encode()
     leftovers = [p for p in (out / "tables").rglob("*") if p.is_file()
-                 and p.suffix != ".parquet" and email in p.read_bytes()]
+                 and p.suffix != ".parquet" and (email in p.read_bytes().lower())]
     print(f"files under tables/ with the subject's email in plain text: {len(leftovers)}")
     ledger = (out / ".erasure" / "ledger.db").read_bytes()
     print(f"subject id or email in the ledger file: "

@@ -185,6 +185,44 @@ FEAST_CONFIG_TOML = f"""
 repo = "{FEAST_REPO_DIR}"
 """
 
+#: the CRM lookup table (``crm=True``): e-mail addresses to user ids, one row per user
+CRM_TABLE = "tables/crm/customers"
+
+CRM_CONFIG_TOML = f"""
+# Requests may name a person by e-mail: the CRM maps addresses to user ids (issue 11).
+[[identities]]
+name = "email"
+normalize = "lower"
+pattern = '^[^@\\s]+@[^@\\s]+$'
+
+[[roots]]
+namespace = "file"
+name = "{CRM_TABLE}"
+column = "email"
+identity = "email"
+
+[[enrich]]
+namespace = "file"
+name = "{CRM_TABLE}"
+from_column = "email"
+to_column = "user_id"
+"""
+
+
+def crm_email(user_id: int) -> str:
+    """How the CRM spells a user's address: every seventh user (42 among them) in mixed case,
+    as people type them; the reviews hold the lowercase spelling."""
+    return f"User{user_id}@Example.COM" if user_id % 7 == 0 else f"user{user_id}@example.com"
+
+
+def _write_crm(path: Path, n_users: int) -> None:
+    ids = list(range(1, n_users + 1))
+    write_deltalake(str(path), pa.table({
+        "email": [crm_email(i) for i in ids], "user_id": pa.array(ids, pa.int64()),
+        "segment": [("gold", "silver", "bronze")[i % 3] for i in ids]}),
+        name="crm_customers", description="CRM customers: e-mail address to user id")
+
+
 MLFLOW_CONFIG_TOML = f"""
 [mlflow]
 tracking_uri = "{MLFLOW_URI}"
@@ -505,7 +543,7 @@ def _lineage_events(paths: dict[str, Path], schemas: dict[str, pa.Schema], stats
 
 
 def generate(out_dir: str | Path, rows: int = 20000, seed: int = 7, *, force: bool = False,
-             feast: bool = True, mlflow: bool = True) -> dict:
+             feast: bool = True, mlflow: bool = True, crm: bool = False) -> dict:
     """Generate the sample lake into ``out_dir`` and return a summary.
 
     ``out_dir`` is created if missing; if it exists and is non-empty a
@@ -571,9 +609,15 @@ def generate(out_dir: str | Path, rows: int = 20000, seed: int = 7, *, force: bo
 
         mlflow_uri = build_mlflow_store(out, {name: str(paths[name]) for name in TABLES})
 
+    if crm:     # a lookup table: requests by e-mail (`crm_email` spells the addresses)
+        (out / CRM_TABLE).parent.mkdir(parents=True, exist_ok=True)
+        _write_crm(out / CRM_TABLE, n_users)
+        paths["crm/customers"] = out / CRM_TABLE
+
     config_path = out / "erasure.toml"
     config_path.write_text(CONFIG_TOML + (FEAST_CONFIG_TOML if feast else "")
-                           + (MLFLOW_CONFIG_TOML if mlflow else ""), encoding="utf-8")
+                           + (MLFLOW_CONFIG_TOML if mlflow else "")
+                           + (CRM_CONFIG_TOML if crm else ""), encoding="utf-8")
 
     return {
         "out_dir": str(out),

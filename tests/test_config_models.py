@@ -265,11 +265,17 @@ def test_the_sample_lake_config_as_make_demo_builds_it_loads(tmp_path):
     from erasure.config import load_config
     from sample_lake.generate import generate
 
-    info = generate(tmp_path / "lake", rows=500, seed=3, feast=True, mlflow=True)
+    info = generate(tmp_path / "lake", rows=500, seed=3, feast=True, mlflow=True, crm=True)
 
     c = load_config(Path(info["config"]))
+    # requests by e-mail: the CRM root, its identity type and the enrichment through it
+    assert [(r.column, r.identity) for r in c.roots] == [("user_id", "user_id"),
+                                                         ("email", "email")]
+    assert c.identities["email"].normalize == "lower"
+    [e] = c.enrich
+    assert (e.from_identity, e.to_identity, e.max_values) == ("email", "user_id", 20)
 
     assert [Path(e.repo).name for e in c.section("feast")] == [Path(info["feast_repo"]).name]
     mlflow = c.section("mlflow")
     assert isinstance(mlflow, MlflowConfig) and mlflow.tracking_uri == "sqlite:///mlflow.db"
-    assert c.section("delta").residue == "purge" and len(c.roots) == 1
+    assert c.section("delta").residue == "purge" and len(c.roots) == 2
