@@ -385,3 +385,20 @@ def test_an_enrich_entry_on_a_missing_column_is_exit_3(crm, capsys):
     cfg.write_text(cfg.read_text().replace('to_column = "user_id"', 'to_column = "uid"'))
     code, _, err = cli(cfg, capsys, "plan", "--identity", "email=alice@example.com")
     assert code == 3 and "does not exist" in err
+
+
+def test_a_sweep_finds_a_derived_key_back_after_the_lookup_row_was_erased(crm, capsys):
+    """The sweep re-plans every finished request with the identities its plan sealed: the
+    user ids the CRM gave are checked although the CRM row that gave them is gone."""
+    tmp, cfg, crm_t, events, clean = crm
+    _, sub, _ = cli(cfg, capsys, "request", "submit", "--identity", "email=alice@example.com")
+    code, res, err = cli(cfg, capsys, "run", sub["request_id"])
+    assert code == 0, err
+    code, res, err = cli(cfg, capsys, "sweep")
+    assert code == 0 and not res["findings"], res
+    write_deltalake(clean, pa.table({"reviewer_id": pa.array([43], pa.int64()), "m": [99]}),
+                    mode="append")
+    code, res, err = cli(cfg, capsys, "sweep")
+    assert code == 7, (res, err)
+    [f] = res["findings"]
+    assert f["name"] == str(clean) and f["rows"] == 1 and f["request_id"] == sub["request_id"]
