@@ -13,6 +13,9 @@ byte for byte in Python after the database matched it, so a case-insensitive col
 type (NOCASE, citext) that would reach another subject's rows stops the erase instead. What
 the database keeps outside the table (WAL, backups, replicas, dead row versions until VACUUM)
 is beyond any SQL statement: `capabilities.notes` and `residue_after` say so.
+It lists the stored spellings of a normalized identity (`key_variants`: the column's distinct
+values normalized in Python, no SQL prefilter) and reads `[[enrich]]` lookup tables
+(`lookup`: one read-only transaction).
 docs/connectors/sql.md has the details; docs/write-a-connector.md walks through this file.
 """
 
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
 
 Backend = Literal["postgresql", "sqlite"]
 CHUNK = 500                 # keys per statement: well under every driver's parameter limit
+VARIANT_BATCH = 10_000      # distinct keys fetched at a time when listing key variants
 
 
 # ---- configuration: [[sql]] ------------------------------------------------------------------
@@ -310,6 +314,90 @@ class SqlConnector:
                     "--replan` after checking the table")
         return EraseResult(rows_deleted=deleted, version_before=None, version_after=None,
                            files_removed=0, files_added=0)
+
+    # ---- optional capabilities: FindsKeyVariants, LooksUp -------------------------------
+    def key_variants(self, namespace: str, name: str, column: str, rule: str,
+                     values: Sequence[str]) -> dict[str, list[str]]:
+        """For each normalized value, the distinct stored values of the string column whose
+        normalized form equals it, exactly as stored (FindsKeyVariants).
+
+        No prefilter in SQL: the distinct keys are read (one statement, streamed in batches
+        of VARIANT_BATCH) and normalized in Python by erasure.identity.normalized, the same
+        function that normalized the request. A `lower(trim(col)) IN (...)` prefilter would
+        miss spellings: PostgreSQL's trim() strips spaces only (not tabs or no-break spaces,
+        which Python's strip() removes) and lower() follows the database's locale; SQLite's
+        lower() folds ASCII only (`ÉMILE` stays `Émile`). The cost is one scan of the column
+        per call, linear in the table's rows (measured on PostgreSQL: 0.2 s for 100,000
+        distinct keys, 2.2 s for a million, index or not; docs/connectors/sql.md). DISTINCT
+        runs on the exact text (`_exact`), so a case-insensitive collation does not fold two
+        spellings into one. Values that are not text (SQLite's dynamic typing) are skipped; a
+        value empty once normalized finds nothing (it would match every unrelated key)."""
+        import sqlalchemy as sa
+
+        from erasure.identity import normalized
+
+        ref = self._ref(namespace, name)
+        wanted: dict[str, list[str]] = {}
+        for v in values:
+            if normalized(rule, v):
+                wanted.setdefault(normalized(rule, v), []).append(v)
+        found: dict[str, set[str]] = {v: set() for v in values}
+        with self._reading(name, values), self._engine(ref).connect() as conn:
+            table = self._table(conn, ref)
+            key = self._exact(table, column, ref.server.backend)
+            stmt = sa.select(key).where(table.c[column].is_not(None)).distinct()
+            rows = conn.execution_options(stream_results=True,
+                                          yield_per=VARIANT_BATCH).execute(stmt)
+            for (stored,) in rows:
+                if not isinstance(stored, str):
+                    continue
+                for v in wanted.get(normalized(rule, stored), ()):
+                    found[v].add(stored)
+        return {v: sorted(x) for v, x in found.items()}
+
+    def lookup(self, namespace: str, name: str, from_column: str, to_column: str,
+               values: Sequence[Any]) -> tuple[dict[Any, list[Any]], int | None]:
+        """`to_column` values per `from_column` value (LooksUp), NULLs left out: one
+        statement per 500 keys, all in one transaction (PostgreSQL: REPEATABLE READ, one
+        snapshot; SQLite: an explicit BEGIN, so every statement reads the same state). Keys
+        are bound parameters; a string key is compared exactly in Python after the database
+        matched it (rows a case-insensitive collation matched for another key are left out).
+        No versions: the version is None."""
+        import sqlalchemy as sa
+
+        ref = self._ref(namespace, name)
+        out: dict[Any, set[Any]] = {v: set() for v in values}
+        with self._reading(name, values), self._snapshot(ref) as conn:
+            table = self._table(conn, ref)
+            key = self._exact(table, from_column, ref.server.backend)
+            to = self._exact(table, to_column, ref.server.backend)
+            stmt = (sa.select(key, to).distinct()
+                    .where(table.c[from_column].in_(sa.bindparam("keys", expanding=True)))
+                    .where(table.c[to_column].is_not(None)))
+            for chunk in self._chunks(values):
+                for k, v in conn.execute(stmt, {"keys": chunk}):
+                    if k in out:
+                        out[k].add(v)
+        return {k: sorted(v, key=str) for k, v in out.items()}, None
+
+    @contextmanager
+    def _snapshot(self, ref: TableRef) -> Iterator[Connection]:
+        """A read-only transaction whose statements all see one state of the database."""
+        if ref.server.backend == "postgresql":
+            with self._engine(ref).connect() as conn:
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+                with conn.begin():
+                    conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+                    yield conn
+            return
+        with self._engine(ref).connect() as conn:
+            # pysqlite begins no transaction for a SELECT: ask for one (deferred: the read
+            # lock, or the WAL snapshot, is taken by the first read and held to the end)
+            conn.exec_driver_sql("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.rollback()
 
     def residue_after(self, namespace: str, name: str, mode: str | None = None) -> dict[str, Any]:
         server = self.servers.get(namespace)

@@ -283,3 +283,205 @@ def test_the_cli_erases_a_subject_from_sql_tables_end_to_end(db, capsys, monkeyp
                 assert needle.encode() not in f.read_bytes(), f
         assert needle.encode() not in pdf.read_bytes()
         assert needle not in _pdf_decoded(pdf)
+
+
+# ---- key variants and lookups (FindsKeyVariants, LooksUp) ----------------------------------
+ALICE = ["alice@example.com", "Alice@Example.COM", " alice@example.com ",
+         "\tALICE@example.com\u00a0"]            # tab and no-break space: Python's strip()
+NEAR = ["alice@example.org", "malice@example.com", "alice@example.co", "bob@example.com"]
+EMILE = ["émile@example.com", "ÉMILE@Example.com"]   # SQLite's lower() folds ASCII only
+
+
+def _contacts(db: Db, column_type: Any = sa.Text) -> sa.Table:
+    t = db.table("contacts", sa.Column("email", column_type),
+                 sa.Column("customer_id", sa.BigInteger), sa.Column("phone", sa.Text))
+    rows = ([(e, 42) for e in ALICE] + [(ALICE[1], 42), (ALICE[2], 43)]
+            + [(e, 100 + i) for i, e in enumerate(NEAR)] + [(e, 50) for e in EMILE]
+            + [(None, 60), ("carol@example.com", None)])
+    phones = ["+49 30 1234", "(49) 30-1234", "49301234", "4930 12345", "unknown"]
+    with db.engine.begin() as c:
+        c.execute(t.insert(), [{"email": e, "customer_id": cid, "phone": phones[i % 5]}
+                               for i, (e, cid) in enumerate(rows)])
+    return t
+
+
+def _all(db: Db, t: sa.Table) -> list[str]:
+    """Every row, NULLs too (as text, to sort)."""
+    with db.engine.connect() as c:
+        return sorted(repr(tuple(r)) for r in c.execute(sa.select(t)))
+
+
+def test_the_connector_declares_key_variants_and_lookup(db):
+    from connectors.base import FindsKeyVariants, LooksUp, abilities
+
+    conn = db.connector()
+    assert isinstance(conn, FindsKeyVariants) and isinstance(conn, LooksUp)
+    assert abilities(conn)["key_variants"] is True and abilities(conn)["lookup"] is True
+    conn.dispose()
+
+
+def test_key_variants_lists_every_stored_spelling_exactly_and_no_near_miss(db):
+    contacts = _contacts(db)
+    conn = db.connector()
+    name = db.name("contacts")
+
+    found = conn.key_variants(db.namespace, name, "email", "lower",
+                              ["alice@example.com", "émile@example.com", "nobody@example.com"])
+
+    assert found == {"alice@example.com": sorted(ALICE),
+                     "émile@example.com": sorted(EMILE),
+                     "nobody@example.com": []}
+    # digits: every spelling of the number, not the one with a digit more
+    assert conn.key_variants(db.namespace, name, "phone", "digits", ["49301234", "n/a"]) == {
+        "49301234": ["(49) 30-1234", "+49 30 1234", "49301234"], "n/a": []}
+    # a hostile value finds nothing and changes nothing
+    before = _all(db, contacts)
+    assert conn.key_variants(db.namespace, name, "email", "lower",
+                             ["x' or '1'='1", "'; drop table contacts; --"]) == {
+        "x' or '1'='1": [], "'; drop table contacts; --": []}
+    assert _all(db, contacts) == before
+    conn.dispose()
+
+
+def test_key_variants_on_a_case_insensitive_column_keeps_every_spelling_apart(db):
+    if db.backend == "postgresql":
+        with db.engine.begin() as c:
+            c.execute(sa.text("CREATE EXTENSION IF NOT EXISTS citext"))
+        from sqlalchemy.dialects.postgresql import CITEXT
+
+        _contacts(db, CITEXT())
+    else:
+        _contacts(db, sa.Text(collation="NOCASE"))
+    conn = db.connector()
+
+    found = conn.key_variants(db.namespace, db.name("contacts"), "email", "lower",
+                              ["alice@example.com"])
+
+    # DISTINCT on the exact text: the collation does not fold Alice and alice into one
+    assert found == {"alice@example.com": sorted(ALICE)}
+    conn.dispose()
+
+
+def test_lookup_maps_each_key_exactly_and_leaves_nulls_out(db):
+    _contacts(db)
+    conn = db.connector()
+    name = db.name("contacts")
+
+    found, version = conn.lookup(db.namespace, name, "email", "customer_id",
+                                 [ALICE[0], ALICE[2], "carol@example.com", "x' OR '1'='1",
+                                  "ALICE@EXAMPLE.COM"])
+
+    assert version is None
+    assert found == {ALICE[0]: [42], ALICE[2]: [42, 43], "carol@example.com": [],
+                     "x' OR '1'='1": [], "ALICE@EXAMPLE.COM": []}
+    # the other way round, by an integer key, across two statements (600 keys)
+    found, _ = conn.lookup(db.namespace, name, "customer_id", "email", [42, 60] + list(
+        range(1000, 1598)))
+    assert found[42] == sorted(ALICE) and found[60] == [] and found[1000] == []
+    conn.dispose()
+
+
+def test_lookup_on_a_case_insensitive_column_gives_only_the_exact_keys_values(db):
+    if db.backend == "postgresql":
+        with db.engine.begin() as c:
+            c.execute(sa.text("CREATE EXTENSION IF NOT EXISTS citext"))
+        from sqlalchemy.dialects.postgresql import CITEXT
+
+        _contacts(db, CITEXT())
+    else:
+        _contacts(db, sa.Text(collation="NOCASE"))
+    conn = db.connector()
+
+    found, _ = conn.lookup(db.namespace, db.name("contacts"), "email", "customer_id",
+                           ["ALICE@EXAMPLE.COM", ALICE[2]])
+
+    # the database matches Alice@Example.COM for ALICE@EXAMPLE.COM; Python does not
+    assert found == {"ALICE@EXAMPLE.COM": [], ALICE[2]: [42, 43]}
+    conn.dispose()
+
+
+def test_a_request_by_email_erases_every_spelling_and_the_orders_of_the_ids_it_maps_to(
+        db, capsys):
+    """customers (a root by e-mail, normalize lower) gives alice's customer ids through
+    [[enrich]]; orders (a root by customer_id) is erased by them. Every spelling of her address
+    is erased by exact match, nobody else's row, and her address is printed and recorded
+    nowhere."""
+    customers = db.table("customers", sa.Column("customer_id", sa.BigInteger),
+                         sa.Column("email", sa.Text), sa.Column("name", sa.Text))
+    orders = db.table("orders", sa.Column("id", sa.Integer, primary_key=True),
+                      sa.Column("customer_id", sa.BigInteger), sa.Column("amount", sa.Integer))
+    spelled = {"alice@example.com": 1, "Alice@Example.COM": 2, " ALICE@example.com ": 1}
+    rows = ([(42, "alice@example.com"), (42, "Alice@Example.COM"), (42, "Alice@Example.COM"),
+             (43, " ALICE@example.com ")]
+            + [(100 + i, e) for i, e in enumerate(NEAR)] + [(None, "dora@example.com")])
+    uids = [42, 43, 7, 100, 101, 42, 420, 103, 42]
+    with db.engine.begin() as c:
+        c.execute(customers.insert(), [{"customer_id": u, "email": e, "name": f"n{i}"}
+                                       for i, (u, e) in enumerate(rows)])
+        c.execute(orders.insert(), [{"id": i, "customer_id": u, "amount": i}
+                                    for i, u in enumerate(uids)])
+    with db.engine.connect() as c:
+        keep_customers = sorted(repr(tuple(r)) for r in c.execute(sa.select(customers).where(
+            sa.or_(customers.c.customer_id.is_(None),
+                   customers.c.customer_id.not_in([42, 43])))))
+    assert len(keep_customers) == len(NEAR) + 1
+    keep_orders = sorted(r for r in db.rows(orders) if r[1] not in (42, 43))
+    cfg = db.root / "erasure.toml"
+    cfg.write_text(
+        '[lineage]\nevents = []\n'
+        '[[identities]]\nname = "email"\nnormalize = "lower"\n'
+        f'[[roots]]\nnamespace = "{db.namespace}"\nname = "{db.name("customers")}"\n'
+        'column = "email"\nidentity = "email"\n'
+        f'[[roots]]\nnamespace = "{db.namespace}"\nname = "{db.name("orders")}"\n'
+        'column = "customer_id"\nidentity = "customer_id"\n'
+        f'[[enrich]]\nnamespace = "{db.namespace}"\nname = "{db.name("customers")}"\n'
+        'from_column = "email"\nto_column = "customer_id"\n'
+        'from_identity = "email"\nto_identity = "customer_id"\n'
+        f'[[sql]]\nnamespace = "{db.namespace}"\nurl = "{db.url}"\n')
+    lake = Lake(db.root, cfg, {}, db.root / "events.jsonl")
+    printed: list[str] = []
+
+    def cli(*args: str) -> tuple[int, dict]:
+        code, out = lake.cli(*args, "--json", capsys=capsys)
+        printed.append(out + lake.last_err)
+        return code, json.loads(out)
+
+    assert cli("keys", "init")[0] == 0
+    code, plan = cli("plan", "--identity", "email=ALICE@example.com")
+    assert code == 0, plan
+    by_name = {t["name"]: t for t in plan["targets"]}
+    assert set(by_name) == {db.name("customers"), db.name("orders")}
+    cust, ords = by_name[db.name("customers")], by_name[db.name("orders")]
+    assert (cust["rows"], ords["rows"]) == (4, 4)
+    assert not cust["not_verified"] and not ords["not_verified"]
+    # one HMAC and row count per spelling, by the subject key's HMAC of "email\x1f<spelling>"
+    from erasure.subject import SubjectKeys
+
+    keys = SubjectKeys.load(db.root / ".erasure" / "keys" / "subject.key", create=False)
+    assert {v["hmac"]: v["rows"] for v in cust["values"]} == {
+        keys.subject_hmac(f"email\x1f{s}"): n for s, n in spelled.items()}
+    derived = [i for i in plan["identities"] if i["source"] != "request"]
+    assert sorted(i["type"] for i in derived) == ["customer_id", "customer_id"]
+    assert all(i["version"] is None for i in derived)
+
+    code, sub = cli("request", "submit", "--identity", "email=ALICE@example.com",
+                    "--requested-by", "dpo@example.com")
+    assert code == 0, sub
+    code, res = cli("run", sub["request_id"])
+    assert code == 0 and res["status"] == "completed", res
+    assert sorted(t["rows_deleted"] for t in res["requests"][0]["targets"]) == [4, 4]
+    assert all(t["verified"] for t in res["requests"][0]["targets"])
+
+    assert _all(db, customers) == keep_customers
+    assert db.rows(orders) == keep_orders
+    # a spelling written back afterwards is found by verify (the variants are listed again)
+    with db.engine.begin() as c:
+        c.execute(customers.insert(), [{"customer_id": 44, "email": "aLiCe@EXAMPLE.com  ",
+                                        "name": "back"}])
+    code, res = cli("verify", sub["request_id"])
+    assert code == 5 and res["status"] == "violated", res
+
+    raw = b"".join(f.read_bytes() for f in (db.root / ".erasure").rglob("*") if f.is_file())
+    for spelling in [*spelled, "ALICE@example.com"]:
+        assert not any(spelling.lower() in out.lower() for out in printed), spelling
+        assert spelling.strip().lower().encode() not in raw.lower()
