@@ -378,9 +378,11 @@ def plan_erasures(config: Config, graph: LineageGraph, registry: ConnectorRegist
     notes = [f"{t.name}: key column {t.column} matched by name (no column lineage)"
              for t in targets if t.how == "name_match"]
     plans = []
+    # once per connector: the isinstance checks of runtime protocols are slow
+    known = {t.connector.name: abilities(t.connector) for t in targets}
     for hm, raw in subjects:
         mine = per_subject[hm]
-        can = {t.connector: abilities(registry.get(t.connector)) for t in mine}
+        can = {t.connector: known[t.connector] for t in mine}
         ids = (describe(Subject.parse(requested[hm]), hmac_of)
                + (records(enriched[hm], hmac_of) if hm in enriched else [])
                if hmac_of is not None else [])
