@@ -164,7 +164,7 @@ def _print_abilities(by_connector: dict, indent: str = "  ") -> None:
 
 
 IDENTITY_HELP = ("TYPE=VALUE: an identity of a declared [[identities]] type or of a root's "
-                 "type (repeatable, one value per type)")
+                 "type (repeatable)")
 
 
 def _subject(eng, subject_id: Optional[str], identities: Optional[List[str]]):

@@ -120,10 +120,7 @@ def build_subject(subject_id: str | None, pairs: Iterable[tuple[str, str]],
         pair = (typ, spec.accept(value, f"{where} {typ}"))
         # the rules of every subject id hold for the value as it will be matched
         check_subject_id(pair[1], f"{where} {typ}")
-        if any(t == typ for t, _ in out - {pair}):
-            raise InputError(f"{where}: one value per identity type for now; {typ} was given "
-                             "twice (several values of a type come with enrichment)")
-        out.add(pair)
+        out.add(pair)       # several values of one type: the person's several addresses
     if subject_id is not None:
         check_subject_id(subject_id, "--subject-id")
     if subject_id is None and not out:
