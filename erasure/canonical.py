@@ -33,33 +33,83 @@ class NotCanonicalJSON(TypeError):
     """A value that has no canonical JSON form: convert it explicitly before hashing."""
 
 
-def _check(obj: Any, where: str) -> None:
-    if obj is None or isinstance(obj, (bool, str)):
-        return
-    if isinstance(obj, int):
+class _Refused(Exception):
+    """`_fast` met something it does not pass: `_check` walks again to say where."""
+
+
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_PLAIN = (str, bool, type(None))
+
+
+def _fast(obj: Any) -> bool:
+    """`_check` without building a path for every element (the common case: nothing to
+    refuse). Raises _Refused for anything `_check` must look at."""
+    t = type(obj)
+    if t is str or t is bool or obj is None:
+        return True
+    if t is int:
+        if -_INT_LIMIT <= obj <= _INT_LIMIT:
+            return True
+        raise _Refused
+    if t is dict:
+        fast = True
+        for k, v in obj.items():
+            if type(k) is not str:
+                raise _Refused
+            if not _fast(v):
+                fast = False
+            if not (k.isascii() or max(k) < "\ud800"):
+                fast = False
+        return fast
+    if t is list or t is tuple:
+        fast = True
+        for v in obj:
+            if not _fast(v):
+                fast = False
+        return fast
+    if t is float and math.isfinite(obj):
+        return False
+    raise _Refused
+
+
+def _check(obj: Any, where: str) -> bool:
+    """Refuses what is not a JSON value; True when Python's sorted compact `json.dumps`
+    gives exactly the RFC 8785 bytes (no float, and no object key whose UTF-16 order could
+    differ from its code-point order: every key below U+D800)."""
+    if obj is None or obj is True or obj is False or type(obj) is str:
+        return True
+    if type(obj) is int:
         if not -_INT_LIMIT <= obj <= _INT_LIMIT:
             raise NotCanonicalJSON(
                 f"canonical JSON (RFC 8785): {where} is the integer {obj}, outside the range a "
                 f"JSON number holds exactly (+-{_INT_LIMIT}); store it as a string")
-        return
+        return True
     if isinstance(obj, float):
         if not math.isfinite(obj):
             raise NotCanonicalJSON(
                 f"canonical JSON (RFC 8785): {where} is {obj!r}, which JSON cannot represent "
                 "(NaN and infinities have no JSON form); convert it explicitly (e.g. None)")
-        return
+        return False
     if isinstance(obj, (list, tuple)):
+        fast = True
         for i, v in enumerate(obj):
-            _check(v, f"{where}[{i}]")
-        return
+            fast = _check(v, f"{where}[{i}]") and fast
+        return fast
     if isinstance(obj, dict):
+        fast = True
         for k, v in obj.items():
             if not isinstance(k, str):
                 raise NotCanonicalJSON(
                     f"canonical JSON (RFC 8785): {where} has the key {k!r} "
                     f"({type(k).__name__}); object keys must be strings")
-            _check(v, f"{where}.{k}")
-        return
+            fast = _check(v, f"{where}.{k}") and fast and (k.isascii() or max(k) < "\ud800")
+        return fast
+    if isinstance(obj, (str, int)):    # a subclass (an IntEnum, a str enum): the general path
+        if isinstance(obj, int) and not -_INT_LIMIT <= obj <= _INT_LIMIT:
+            raise NotCanonicalJSON(
+                f"canonical JSON (RFC 8785): {where} is the integer {obj}, outside the range a "
+                f"JSON number holds exactly (+-{_INT_LIMIT}); store it as a string")
+        return False
     raise NotCanonicalJSON(
         f"canonical JSON (RFC 8785): {where} is a {type(obj).__module__}.{type(obj).__qualname__} "
         f"({obj!r:.80}), not a JSON value; the caller must convert it explicitly "
@@ -67,8 +117,23 @@ def _check(obj: Any, where: str) -> None:
 
 
 def canonical_bytes(obj: Any) -> bytes:
-    """RFC 8785 (JCS) bytes of a JSON value; `NotCanonicalJSON` for anything that is not one."""
-    _check(obj, "$")
+    """RFC 8785 (JCS) bytes of a JSON value; `NotCanonicalJSON` for anything that is not one.
+
+    Most values the engine hashes (ledger entries: strings, integers, lists, objects with
+    ASCII keys) take a fast path: Python's sorted compact `json.dumps` without ASCII escaping
+    writes exactly the RFC 8785 bytes for them (the same escapes: the short forms and lowercase
+    \\u00XX for control characters, nothing else; integers alike; keys below U+D800 sort the
+    same by code point as by UTF-16 unit). Floats, such keys and lone surrogates take the
+    `rfc8785` package; tests/test_canonical_json.py checks both give the same bytes."""
+    try:
+        fast = _fast(obj)
+    except _Refused:
+        fast = _check(obj, "$")      # raises NotCanonicalJSON naming where, or says slow
+    if fast:
+        try:
+            return _ENCODER.encode(obj).encode("utf-8")
+        except UnicodeEncodeError:
+            pass                  # a lone surrogate: rfc8785 names it below
     try:
         return rfc8785.dumps(obj)
     except rfc8785.CanonicalizationError as exc:   # e.g. a lone surrogate in a string

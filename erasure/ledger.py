@@ -160,6 +160,7 @@ class Ledger:
         self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
         self._in_tx = False
         self._tx_head: tuple[int, str] | None = None
+        self._tx_format3: bool | None = None    # whether format 3 is recorded (per transaction)
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
             new = self._check_format()
@@ -256,6 +257,7 @@ class Ledger:
         finally:
             self._in_tx = False
             self._tx_head = None
+            self._tx_format3 = None
         if head is not None:
             self._write_anchor(*head)
 
@@ -308,10 +310,13 @@ class Ledger:
             if self._tx_head is None:
                 self._tx_head = self._checked_head(key)
             seq, prev = self._tx_head[0] + 1, self._tx_head[1]
-            if self._format3_from() is None:
+            if self._tx_format3 is None:
+                self._tx_format3 = self._format3_from() is not None
+            if not self._tx_format3:
                 # a format-2 ledger: from this entry on, format 3 (recorded in this same
                 # transaction, so the entry and the record of its format commit together)
                 self.db.execute("INSERT INTO meta VALUES (?, ?)", (FORMAT3_FROM, str(seq)))
+                self._tx_format3 = True
             ts = now_iso()
             h = entry_hash(key, prev, seq, ts, request_id, kind, text, "3")
             self.db.execute("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -394,3 +394,46 @@ def test_a_new_report_embeds_rfc8785_evidence_that_verifies(tmp_path):
                              rfc8785.dumps({"entries": cp["entries"],
                                             "head_hash": cp["head_hash"]}),
                              ec.ECDSA(hashes.SHA256()))
+
+
+def test_the_fast_path_writes_exactly_the_rfc8785_bytes():
+    """canonical_bytes takes Python's json.dumps for float-free values with keys below
+    U+D800: 4,000 random values full of the characters where escaping rules differ (controls,
+    quotes, backslashes, DEL, U+2028/2029, non-BMP, keys in every range, nested lists and
+    objects, integers at the JSON limit) give the bytes of the rfc8785 package itself."""
+    import random
+
+    import rfc8785
+
+    from erasure.canonical import _check, canonical_bytes
+
+    rnd = random.Random(8785)
+    alphabet = ([chr(c) for c in range(0, 0x30)] + list('"\\/\x7f') + ["\u2028", "\u2029",
+                "é", "ß", "\u00a0", "\ufeff", "\ue000", "\uffff", "😀", "𝄞", "中", "a", "Z"])
+
+    def text(n: int = 6) -> str:
+        return "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, n)))
+
+    def value(depth: int = 0):
+        kind = rnd.randint(0, 7 if depth < 3 else 4)
+        if kind == 0:
+            return text()
+        if kind == 1:
+            return rnd.choice([0, 1, -1, 2 ** 53 - 1, -(2 ** 53 - 1), rnd.randint(-10**9, 10**9)])
+        if kind == 2:
+            return rnd.choice([True, False, None])
+        if kind == 3:
+            return rnd.choice([0.5, 1.0, 1e21, -0.0, 3.14159]) if rnd.random() < 0.1 else text(3)
+        if kind == 4:
+            return text(12)
+        if kind == 5:
+            return [value(depth + 1) for _ in range(rnd.randint(0, 4))]
+        return {text(4): value(depth + 1) for _ in range(rnd.randint(0, 5))}
+
+    fast = 0
+    for _ in range(4000):
+        v = {"body": value(), "kind": text(3), "n": rnd.randint(0, 10)}
+        if _check(v, "$"):
+            fast += 1
+        assert canonical_bytes(v) == rfc8785.dumps(v), v
+    assert fast > 1000          # the fast path was exercised, not only the fallback
