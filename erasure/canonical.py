@@ -37,7 +37,26 @@ class _Refused(Exception):
     """`_fast` met something it does not pass: `_check` walks again to say where."""
 
 
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+class _Encoder:
+    """Python's JSON encoder with sorted keys, compact separators and non-ASCII kept; the C
+    encoder made once (JSONEncoder.encode builds it again on every call)."""
+
+    def __init__(self) -> None:
+        from json import encoder
+
+        c_make_encoder = getattr(encoder, "c_make_encoder", None)   # absent without _json
+        encode_basestring = encoder.encode_basestring
+        self._py = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        self._c = (c_make_encoder(None, None, encode_basestring, None, ":", ",", True, False,
+                                  False) if c_make_encoder is not None else None)
+
+    def encode(self, obj: Any) -> str:
+        if self._c is not None and isinstance(obj, (dict, list, tuple)):
+            return "".join(self._c(obj, 0))
+        return self._py.encode(obj)
+
+
+_ENCODER = _Encoder()
 _PLAIN = (str, bool, type(None))
 
 
@@ -142,6 +161,14 @@ def canonical_bytes(obj: Any) -> bytes:
 
 def canonical_text(obj: Any) -> str:
     """`canonical_bytes` as text (for a TEXT column holding the canonical form)."""
+    try:
+        fast = _fast(obj)
+    except _Refused:
+        fast = False
+    if fast:
+        text = _ENCODER.encode(obj)
+        if text.isascii():     # no lone surrogate can hide in it: the bytes are these
+            return text
     return canonical_bytes(obj).decode("utf-8")
 
 

@@ -120,12 +120,25 @@ class Entry:
     hash: str
 
 
+_INT_LIMIT = 2 ** 53 - 1
+_enc = json.encoder.encode_basestring     # the C encoder; non-ASCII kept, as RFC 8785
+
+
 def entry_payload(fmt: str, seq: int, ts: str, request_id: str | None, kind: str,
                   body: str) -> bytes:
     """The bytes an entry's HMAC covers after the previous hash: the canonical JSON of
     [seq, ts, request_id, kind, body text], RFC 8785 in format 3, the old form in format 2."""
     fields = [seq, ts, request_id, kind, body]
     if fmt == "3":
+        if type(seq) is int and -_INT_LIMIT <= seq <= _INT_LIMIT:
+            # a list of an integer and strings: its RFC 8785 form written directly with the
+            # C string encoder JSON uses (the same escapes); a lone surrogate cannot be
+            # UTF-8 encoded and takes canonical_bytes, which refuses it
+            try:
+                return (f"[{seq},{_enc(ts)},{'null' if request_id is None else _enc(request_id)},"
+                        f"{_enc(kind)},{_enc(body)}]").encode("utf-8")
+            except (UnicodeEncodeError, TypeError):
+                pass
         return canonical_bytes(fields)
     if fmt == "2":
         return legacy_canonical_v2(fields).encode()
@@ -302,26 +315,28 @@ class Ledger:
         return a, None
 
     def append(self, request_id: str | None, kind: str, body: dict[str, Any]) -> Entry:
+        if not self._in_tx:     # its own transaction (one durable commit and anchor)
+            with self.transaction():
+                return self.append(request_id, kind, body)
         key = self._require_key("append to")
         text = canonical(body)
-        with self.transaction():
-            # the head is read (and checked) once per transaction: nobody else can write
-            # while we hold it
-            if self._tx_head is None:
-                self._tx_head = self._checked_head(key)
-            seq, prev = self._tx_head[0] + 1, self._tx_head[1]
-            if self._tx_format3 is None:
-                self._tx_format3 = self._format3_from() is not None
-            if not self._tx_format3:
-                # a format-2 ledger: from this entry on, format 3 (recorded in this same
-                # transaction, so the entry and the record of its format commit together)
-                self.db.execute("INSERT INTO meta VALUES (?, ?)", (FORMAT3_FROM, str(seq)))
-                self._tx_format3 = True
-            ts = now_iso()
-            h = entry_hash(key, prev, seq, ts, request_id, kind, text, "3")
-            self.db.execute("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            (seq, ts, request_id, kind, text, prev, h))
-            self._tx_head = (seq, h)
+        # the head is read (and checked) once per transaction: nobody else can write
+        # while we hold it
+        if self._tx_head is None:
+            self._tx_head = self._checked_head(key)
+        seq, prev = self._tx_head[0] + 1, self._tx_head[1]
+        if self._tx_format3 is None:
+            self._tx_format3 = self._format3_from() is not None
+        if not self._tx_format3:
+            # a format-2 ledger: from this entry on, format 3 (recorded in this same
+            # transaction, so the entry and the record of its format commit together)
+            self.db.execute("INSERT INTO meta VALUES (?, ?)", (FORMAT3_FROM, str(seq)))
+            self._tx_format3 = True
+        ts = now_iso()
+        h = entry_hash(key, prev, seq, ts, request_id, kind, text, "3")
+        self.db.execute("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (seq, ts, request_id, kind, text, prev, h))
+        self._tx_head = (seq, h)
         return Entry(seq, ts, request_id, kind, body, prev, h)
 
     def _checked_head(self, key: bytes) -> tuple[int, str]:
