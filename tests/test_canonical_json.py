@@ -437,3 +437,25 @@ def test_the_fast_path_writes_exactly_the_rfc8785_bytes():
             fast += 1
         assert canonical_bytes(v) == rfc8785.dumps(v), v
     assert fast > 1000          # the fast path was exercised, not only the fallback
+
+
+def test_an_entry_payload_written_directly_is_its_rfc8785_form():
+    """The ledger writes [seq, ts, request, kind, body] with JSON's C string encoder; for
+    5,000 random entries full of escaping edge cases it is the rfc8785 package's output."""
+    import random
+
+    import rfc8785
+
+    from erasure.ledger import entry_payload
+
+    rnd = random.Random(53)
+    alphabet = [chr(c) for c in range(0, 0x30)] + list('"\\\x7f') + ["\u2028", "é", "😀",
+                                                                      "\ue000", "中"]
+
+    def text() -> str:
+        return "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 10)))
+
+    for _ in range(5000):
+        fields = (rnd.choice([0, 1, 2 ** 53 - 1, rnd.randint(0, 10 ** 6)]), text(),
+                  rnd.choice([None, text()]), text(), text())
+        assert entry_payload("3", *fields) == rfc8785.dumps(list(fields)), fields
