@@ -22,7 +22,7 @@ from connectors.base import FileVersions, Presentation
 
 from .errors import ExitCode
 from .execution import subject_text
-from .planning import plan_erasures
+from .planning import measure
 from .requests import load_state, submit
 from .subject import short
 
@@ -60,12 +60,30 @@ class SweepResult:
                 "seconds": round(self.seconds, 3)}
 
 
+@dataclass(frozen=True)
+class _Done:
+    """A finished request, as far as a sweep looks at it."""
+
+    request_id: str
+    subject_hmac: str
+    planned: frozenset[str]          # the keys of its plan's targets
+    erased: dict[str, int]           # RequestState.erased_versions()
+
+    @classmethod
+    def of(cls, st: Any) -> "_Done":
+        return cls(st.request_id, st.subject_hmac,
+                   frozenset(x.key for x in (st.plan.targets if st.plan else [])),
+                   st.erased_versions())
+
+
 def run_sweep(engine: Engine, fix: bool = False) -> SweepResult:
     t0 = time.perf_counter()
     ledger = engine.ledger
     res = SweepResult(datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    states = [load_state(ledger, rid) for rid in ledger.request_ids()]
-    done = [st for st in states if st.done]
+    # what the sweep needs of each finished request, not its whole state (100,000 folded
+    # states with their plans would hold gigabytes)
+    done = [_Done.of(st) for st in (load_state(ledger, rid) for rid in ledger.request_ids())
+            if st.done]
     res.requests_checked = len(done)
     if not done:
         res.seconds = time.perf_counter() - t0
@@ -81,19 +99,39 @@ def run_sweep(engine: Engine, fix: bool = False) -> SweepResult:
         by_subject.setdefault(st.subject_hmac, []).append(st)
     res.subjects = len(raw)
     graph = engine.graph()                     # re-reads the configured lineage events
-    plans = plan_erasures(engine.config, graph, engine.registry, list(raw.items()))
+    # every erased key matched in one pass per dataset; only the hits are explained
+    m = measure(engine.config, graph, engine.registry, list(raw.items()))
+    order = {hm: n for n, hm in enumerate(raw)}
     seen_targets: dict[str, dict] = {}
-    for plan in plans:
-        for t in plan.targets:
-            if t.key not in seen_targets and t.not_verified:
-                res.not_verified.append({"connector": t.connector, "namespace": t.namespace,
-                                         "name": t.name, "reasons": list(t.not_verified)})
-            seen_targets.setdefault(t.key, {"connector": t.connector, "namespace": t.namespace,
-                                            "name": t.name, "column": t.column})
-            for st in by_subject[plan.subject_hmac]:
-                before = {x.key for x in (st.plan.targets if st.plan else [])}
-                f = _finding(st, t, t.key not in before, st.erased_versions(),
-                             engine.registry.get(t.connector))
+    first: list[tuple[int, int]] = []          # (first subject addressing it, target)
+    found: dict[str, list[int]] = {}           # subject -> targets with something of it
+    for i, rt in enumerate(m.targets):
+        if not m.addressed(i):
+            continue
+        who = [hm for hm in raw if (i, hm) in m.values]
+        if not who:
+            continue
+        first.append((order[who[0]], i))
+        conn = engine.registry.get(rt.connector.name)
+        # a subject the target holds nothing of gets this Target in its plan; when that
+        # says nothing (the usual case), only the hits need their own
+        quiet = _quiet(m.empty_target(i), conn)
+        for hm in (m.hits(i) if quiet else who):
+            found.setdefault(hm, []).append(i)
+    # targets (and what could not be verified) in the order the subjects' plans list them
+    for _, i in sorted(first):
+        t = m.empty_target(i)
+        if t.key not in seen_targets and t.not_verified:
+            res.not_verified.append({"connector": t.connector, "namespace": t.namespace,
+                                     "name": t.name, "reasons": list(t.not_verified)})
+        seen_targets.setdefault(t.key, {"connector": t.connector, "namespace": t.namespace,
+                                        "name": t.name, "column": t.column})
+    for hm in raw:                             # findings in plan order: subject, target, request
+        for i in sorted(found.get(hm, ())):
+            t = m.target(i, hm)
+            conn = engine.registry.get(t.connector)
+            for st in by_subject[hm]:
+                f = _finding(st, t, t.key not in st.planned, st.erased, conn)
                 if f is None and _erased_by_flag(t) and t.details.get("flagged"):
                     res.open_model_flags.append({"request_id": st.request_id,
                                                  "model_version": t.name})
@@ -113,8 +151,9 @@ def run_sweep(engine: Engine, fix: bool = False) -> SweepResult:
         from .errors import InputError
 
         again = {}
+        by_id = {s.request_id: s for s in done}
         for f in res.findings:
-            st = next(s for s in done if s.request_id == f["request_id"])
+            st = by_id[f["request_id"]]
             if st.subject_hmac in again:
                 continue
             try:
@@ -128,6 +167,14 @@ def run_sweep(engine: Engine, fix: bool = False) -> SweepResult:
         res.fixed += [{"request_id": o.request_id, "status": o.status} for o in outcomes]
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def _quiet(t, conn) -> bool:
+    """True when target `t` (a subject's Target) gives no finding and no open model flag."""
+    if _erased_by_flag(t):
+        return not t.rows and not t.details.get("flagged")
+    shown = conn.presentation if conn is not None else Presentation.default(t.connector)
+    return not shown.sweep_kinds(t.to_json())
 
 
 def _erased_by_flag(t) -> bool:

@@ -697,3 +697,103 @@ def test_feast_materialized_from_a_restored_parquet_source_is_found(lake, capsys
     assert after[SUBJECT] == {f: None for f in feats}
     assert {i: after[i] for i in (41, 43)} == {i: before[i] for i in (41, 43)}
     assert sweep(lake, capsys)[0] == 0
+
+
+# ---- the sweep explains only the hits, and says what the plans would have said --------------
+def reference_sweep(engine) -> dict:
+    """The sweep as it was before it matched keys without plans: one full plan per subject,
+    every target of every plan turned into a finding or not (erasure/sweep.py before issue 12)."""
+    from erasure.execution import subject_text
+    from erasure.planning import plan_erasures
+    from erasure.requests import load_state
+    from erasure.sweep import _erased_by_flag, _finding
+
+    done = [st for st in (load_state(engine.ledger, r) for r in engine.ledger.request_ids())
+            if st.done]
+    raw, by_subject = {}, {}
+    for st in done:
+        raw.setdefault(st.subject_hmac, subject_text(engine, st.request_id))
+        by_subject.setdefault(st.subject_hmac, []).append(st)
+    plans = plan_erasures(engine.config, engine.graph(), engine.registry, list(raw.items()))
+    seen, not_verified, findings, flags = {}, [], [], []
+    for plan in plans:
+        for t in plan.targets:
+            if t.key not in seen and t.not_verified:
+                not_verified.append({"connector": t.connector, "namespace": t.namespace,
+                                     "name": t.name, "reasons": list(t.not_verified)})
+            seen.setdefault(t.key, {"connector": t.connector, "namespace": t.namespace,
+                                    "name": t.name, "column": t.column})
+            for st in by_subject[plan.subject_hmac]:
+                before = {x.key for x in (st.plan.targets if st.plan else [])}
+                f = _finding(st, t, t.key not in before, st.erased_versions(),
+                             engine.registry.get(t.connector))
+                if f is None and _erased_by_flag(t) and t.details.get("flagged"):
+                    flags.append({"request_id": st.request_id, "model_version": t.name})
+                if f is not None:
+                    findings.append(f)
+    return {"targets_scanned": list(seen.values()), "findings": findings,
+            "open_model_flags": flags, "not_verified": not_verified}
+
+
+def test_sweep_of_many_subjects_finds_exactly_what_full_plans_find(lake, capsys, request_ids):
+    raw, clean = lake.tables["raw/reviews"], lake.tables["clean/reviews"]
+    subjects = [41, 42, 43, 44, 45, 46]
+    back_raw = {s: subject_rows(raw, value=s) for s in (42, 45)}
+    back_clean = subject_rows(clean, "reviewer_id", 44)
+    assert all(t.num_rows for t in back_raw.values()) and back_clean.num_rows
+    rids = [erase_subject(lake, capsys, str(s)) for s in subjects]
+    code, sub = lake.cli_json(capsys, "request", "submit", "--subject-id", "42",
+                              "--reason", "second request")     # one subject, two requests
+    assert code == 0
+    code, res = lake.cli_json(capsys, "run", sub["request_id"])
+    assert code == 0 and res["status"] == "not_found", res      # finished: nothing to erase
+    for t in back_raw.values():
+        write_deltalake(raw, t, mode="append")
+    write_deltalake(clean, back_clean, mode="append")
+
+    engine = Engine.from_path(lake.config)
+    try:
+        expected = reference_sweep(engine)
+    finally:
+        engine.close()
+    code, res = sweep(lake, capsys)
+    assert code == 7 and res["status"] == "findings", res
+    for part in ("targets_scanned", "findings", "open_model_flags", "not_verified"):
+        assert res[part] == expected[part], part
+    found = {(f["request_id"], f["name"]) for f in res["findings"]}
+    assert found == {(rids[1], raw), (sub["request_id"], raw), (rids[4], raw),
+                     (rids[3], clean)}, found
+    assert res["requests_checked"] == len(subjects) + 1 and res["subjects"] == len(subjects)
+    entries = ledger_entries(lake, "sweep.finding")
+    assert [e.body for e in entries] == res["findings"]
+
+
+@pytest.mark.parametrize("table, column", [("table_with_deletion_logs", "id"),
+                                           ("table_with_deletion_logs", "address"),
+                                           ("table-with-dv-small", "value")])
+def test_counting_many_keys_in_one_pass_honours_deletion_vectors(table, column):
+    """Over SQL_CHUNK keys, live rows are counted in one streamed read of the key column
+    through DataFusion; rows hidden by deletion vectors must not count, exactly as with the
+    SQL of a few keys at a time."""
+    from deltalake import QueryBuilder
+
+    from connectors.delta import SQL_CHUNK, DeltaConnector
+
+    conn = DeltaConnector()
+    dt = conn.open("file", str(Path(__file__).parent / "data" / "delta-rs-tables" / table))
+    assert "deletionVectors" in (dt.protocol().reader_features or [])
+    live = pa.table(QueryBuilder().register("t", dt).execute(
+        f'SELECT "{column}" AS k FROM t').read_all()).column(0).to_pylist()
+    physical = [x for f in dt.file_uris()
+                for x in pq.read_table(f.removeprefix("file://"), columns=[column])
+                .column(0).to_pylist()]
+    assert len(physical) > len(live), "precondition: deletion vectors hide rows"
+    keys = (list(range(-5, SQL_CHUNK * 2)) if isinstance(live[0], int)
+            else sorted(set(physical)) + [f"x{i}" for i in range(SQL_CHUNK)])
+    assert len(keys) > SQL_CHUNK
+    many = conn.count_rows(dt, column, keys)
+    few: dict = {}
+    for i in range(0, len(keys), SQL_CHUNK):
+        few.update(conn.count_rows(dt, column, keys[i:i + SQL_CHUNK]))
+    assert many == few
+    assert sum(many.values()) == sum(1 for x in live if x in set(keys))

@@ -145,12 +145,41 @@ class DeltaConnector:
 
         counts: dict[Any, int] = {v: 0 for v in values}
         vals = list(values)
+        if len(vals) > SQL_CHUNK:
+            return self._count_rows_one_pass(dt, column, vals, counts)
         for i in range(0, len(vals), SQL_CHUNK):
             chunk = vals[i:i + SQL_CHUNK]
             res = pa.table(QueryBuilder().register("t", dt)
                            .execute(count_by_key_sql(column, chunk)).read_all())
             for k, n in zip(res.column("k").to_pylist(), res.column("n").to_pylist()):
                 key = k if k in counts else next((v for v in chunk if str(v) == str(k)), None)
+                if key is not None:
+                    counts[key] += int(n)
+        return counts
+
+    @staticmethod
+    def _count_rows_one_pass(dt, column: str, vals: list[Any],
+                             counts: dict[Any, int]) -> dict[Any, int]:
+        """`count_rows` for many keys: the key column alone, read once through DataFusion
+        (deletion vectors and column mapping applied as for any reader), streamed batch by
+        batch and matched against every key at once in Arrow. A few keys go through SQL
+        instead, where DataFusion prunes files by their statistics."""
+        import pyarrow as pa
+        from deltalake import QueryBuilder
+
+        from ..keymatch import comparable, key_counts
+        from .residue import _value_array
+
+        by_str = {str(v): v for v in vals}
+        reader = pa.RecordBatchReader.from_stream(QueryBuilder().register("t", dt).execute(
+            f"SELECT {quote_ident(column)} AS k FROM t"))
+        value_set = None
+        for batch in reader:
+            arr = comparable(batch.column(0))
+            if value_set is None:
+                value_set = _value_array(vals, arr.type)
+            for k, n in key_counts(arr, value_set).items():
+                key = k if k in counts else by_str.get(str(k))
                 if key is not None:
                     counts[key] += int(n)
         return counts
@@ -312,12 +341,18 @@ class DeltaConnector:
         else:
             # one pass over the files gives the rows too; only rows hidden by deletion
             # vectors need the reader, and only for the keys the files hold physically
-            rows = {v: sc.live_rows.get(v, 0) for v in values}
+            # per key, only the keys found anywhere need work (most keys of a sweep are not)
+            rows = dict.fromkeys(values, 0)
+            rows.update((v, n) for v, n in sc.live_rows.items() if v in rows)
             if "deletionVectors" in (dt.protocol().reader_features or []):
                 rows.update(self.count_rows(dt, column, [v for v in values if sc.live.get(v)]))
-            for v in values:
-                files[v] = sorted(sc.live.get(v, ()))
-                residue[v] = sorted(f"{f} ({k})" for f, k in sc.residue(v).items())
+            residue = {v: [] for v in values}
+            for v, held in sc.live.items():
+                if v in files:
+                    files[v] = sorted(held)
+            for v, traces in sc.traces.items():
+                if v in residue:
+                    residue[v] = sorted(f"{f} ({k})" for f, k in traces.items())
         not_verified = []
         if self.local_path(namespace, name) is None:
             not_verified.append(
