@@ -397,6 +397,21 @@ class Ledger:
                                    (request_id,)).fetchall()
         return [Entry(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
 
+    def entries_by_request(self) -> Iterator[list[Entry]]:
+        """Every request's entries, one request at a time (in request id order, each in
+        sequence order), streamed from one query: reading all requests costs one pass, not
+        one query per request, and holds one request's entries at a time."""
+        rows = self.db.execute("SELECT * FROM entries WHERE request_id IS NOT NULL "
+                               "ORDER BY request_id, seq")
+        group: list[Entry] = []
+        for r in rows:
+            if group and group[-1].request_id != r[2]:
+                yield group
+                group = []
+            group.append(Entry(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]))
+        if group:
+            yield group
+
     def entries_of_kind(self, kind: str, upto: int | None = None) -> list[Entry]:
         """The entries of one kind (up to seq `upto`), without reading the others."""
         rows = self.db.execute("SELECT * FROM entries WHERE kind = ? AND seq <= ? ORDER BY seq",

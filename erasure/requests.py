@@ -292,3 +292,10 @@ def fold(entries: list[Entry]) -> RequestState:
 
 def load_state(ledger: Ledger, request_id: str) -> RequestState:
     return fold(ledger.require(request_id))
+
+
+def all_states(ledger: Ledger) -> Iterator[RequestState]:
+    """Every request's state, folded from one streamed read of the ledger (a sweep over
+    100,000 requests: one query instead of one per request), in request id order."""
+    for entries in ledger.entries_by_request():
+        yield fold(entries)

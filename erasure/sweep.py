@@ -23,7 +23,7 @@ from connectors.base import FileVersions, Presentation
 from .errors import ExitCode
 from .execution import subject_text
 from .planning import measure
-from .requests import load_state, submit
+from .requests import all_states, submit
 from .subject import short
 
 if TYPE_CHECKING:
@@ -82,8 +82,9 @@ def run_sweep(engine: Engine, fix: bool = False) -> SweepResult:
     res = SweepResult(datetime.now(timezone.utc).isoformat(timespec="seconds"))
     # what the sweep needs of each finished request, not its whole state (100,000 folded
     # states with their plans would hold gigabytes)
-    done = [_Done.of(st) for st in (load_state(ledger, rid) for rid in ledger.request_ids())
-            if st.done]
+    submitted = {rid: n for n, rid in enumerate(ledger.request_ids())}
+    done = [_Done.of(st) for st in all_states(ledger) if st.done]
+    done.sort(key=lambda d: submitted[d.request_id])     # in the order they were submitted
     res.requests_checked = len(done)
     if not done:
         res.seconds = time.perf_counter() - t0
