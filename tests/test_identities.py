@@ -20,6 +20,28 @@ EMAILS = [OBRIEN, "alice@example.com", "bob@example.com", "o'brien@example.org"]
 UIDS = [42, 42, 7, 8, 420, 42]
 
 
+def lineage_event(run: int, job: str, src: Path, out: Path,
+                  identity_copy: tuple[str, str] | None = None) -> str:
+    """One OpenLineage COMPLETE event: job reads `src` and writes `out`; with
+    `identity_copy` (out column, src column) the out column is declared an IDENTITY copy."""
+    facets = {}
+    if identity_copy is not None:
+        to, frm = identity_copy
+        facets = {"columnLineage": {
+            "_producer": "t", "_schemaURL": "https://openlineage.io/spec/facets/1-2-0/"
+            "ColumnLineageDatasetFacet.json",
+            "fields": {to: {"inputFields": [{
+                "namespace": "file", "name": str(src), "field": frm,
+                "transformations": [{"type": "DIRECT", "subtype": "IDENTITY"}]}]}}}}
+    return json.dumps({
+        "eventType": "COMPLETE", "eventTime": "2026-11-01T00:00:00Z", "producer": "t",
+        "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json",
+        "run": {"runId": f"00000000-0000-4000-8000-{run:012d}"},
+        "job": {"namespace": "lake", "name": job},
+        "inputs": [{"namespace": "file", "name": str(src)}],
+        "outputs": [{"namespace": "file", "name": str(out), "facets": facets}]}) + "\n"
+
+
 @pytest.fixture
 def two_roots(tmp_path, monkeypatch):
     """`events` keyed by an int64 uid (identity user_id), `contacts` keyed by a string e-mail
@@ -32,18 +54,7 @@ def two_roots(tmp_path, monkeypatch):
     write_deltalake(contacts, pa.table({"email": EMAILS, "name": ["O", "A", "B", "O2"]}))
     write_deltalake(log, pa.table({"to_addr": EMAILS * 2, "n": list(range(8))}))
     ev = tmp_path / "events.jsonl"
-    ev.write_text(json.dumps({
-        "eventType": "COMPLETE", "eventTime": "2026-11-01T00:00:00Z", "producer": "t",
-        "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json",
-        "run": {"runId": "00000000-0000-4000-8000-000000000011"},
-        "job": {"namespace": "crm", "name": "mailer"},
-        "inputs": [{"namespace": "file", "name": str(contacts)}],
-        "outputs": [{"namespace": "file", "name": str(log), "facets": {"columnLineage": {
-            "_producer": "t", "_schemaURL": "https://openlineage.io/spec/facets/1-2-0/"
-            "ColumnLineageDatasetFacet.json",
-            "fields": {"to_addr": {"inputFields": [{
-                "namespace": "file", "name": str(contacts), "field": "email",
-                "transformations": [{"type": "DIRECT", "subtype": "IDENTITY"}]}]}}}}}]}) + "\n")
+    ev.write_text(lineage_event(11, "mailer", contacts, log, ("to_addr", "email")))
     cfg = tmp_path / "erasure.toml"
     cfg.write_text(
         '[lineage]\nevents = ["events.jsonl"]\n'
@@ -234,13 +245,7 @@ def spelled(tmp_path, monkeypatch):
     pq.write_table(pa.table({"email": rows[::-1], "m": list(range(len(rows)))}),
                    export / "part-0.parquet")
     ev = tmp_path / "events.jsonl"
-    ev.write_text(json.dumps({
-        "eventType": "COMPLETE", "eventTime": "2026-11-01T00:00:00Z", "producer": "t",
-        "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json",
-        "run": {"runId": "00000000-0000-4000-8000-000000000012"},
-        "job": {"namespace": "crm", "name": "export"},
-        "inputs": [{"namespace": "file", "name": str(contacts)}],
-        "outputs": [{"namespace": "file", "name": str(export)}]}) + "\n")
+    ev.write_text(lineage_event(12, "export", contacts, export))
     cfg = tmp_path / "erasure.toml"
     cfg.write_text('[lineage]\nevents = ["events.jsonl"]\n'
                    '[[identities]]\nname = "email"\nnormalize = "lower"\n'
@@ -327,18 +332,7 @@ def crm(tmp_path, monkeypatch):
     write_deltalake(clean, pa.table({"reviewer_id": pa.array(uids * 2, pa.int64()),
                                      "m": range(14)}))
     ev = tmp_path / "events.jsonl"
-    ev.write_text(json.dumps({
-        "eventType": "COMPLETE", "eventTime": "2026-11-01T00:00:00Z", "producer": "t",
-        "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json",
-        "run": {"runId": "00000000-0000-4000-8000-000000000013"},
-        "job": {"namespace": "lake", "name": "clean"},
-        "inputs": [{"namespace": "file", "name": str(events)}],
-        "outputs": [{"namespace": "file", "name": str(clean), "facets": {"columnLineage": {
-            "_producer": "t", "_schemaURL": "https://openlineage.io/spec/facets/1-2-0/"
-            "ColumnLineageDatasetFacet.json",
-            "fields": {"reviewer_id": {"inputFields": [{
-                "namespace": "file", "name": str(events), "field": "uid",
-                "transformations": [{"type": "DIRECT", "subtype": "IDENTITY"}]}]}}}}}]}) + "\n")
+    ev.write_text(lineage_event(13, "clean", events, clean, ("reviewer_id", "uid")))
     cfg = tmp_path / "erasure.toml"
     cfg.write_text(
         '[lineage]\nevents = ["events.jsonl"]\n'
