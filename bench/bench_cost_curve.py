@@ -113,22 +113,13 @@ RAW = r'''
 import json, sys, time
 t0 = time.perf_counter()
 import pyarrow as pa
-from deltalake import DeltaTable
+sys.path.insert(0, "bench")
+from rawdelta import merge_delete, purge
 arg = json.loads(sys.argv[1])
 rows = 0
 for path, col in arg["tables"]:
-    dt = DeltaTable(path)
-    m = (dt.merge(pa.table({"k": pa.array(arg["ids"], type=pa.int64())}), predicate=f't."{col}" = s.k',
-                  source_alias="s", target_alias="t", streamed_exec=False)
-         .when_matched_delete().execute())
-    rows += m["num_target_rows_deleted"]
-    dt = DeltaTable(path)
-    dt.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
-    dt.alter.set_table_properties({"delta.logRetentionDuration": "interval 0 seconds",
-                                   "delta.deletedFileRetentionDuration": "interval 0 seconds"})
-    dt = DeltaTable(path)
-    dt.create_checkpoint()
-    dt.cleanup_metadata()
+    rows += merge_delete(path, col, arg["ids"], pa.int64())
+    purge(path)
 print("RESULT " + json.dumps({"rows_deleted": rows, "inner_seconds": time.perf_counter() - t0}))
 '''
 

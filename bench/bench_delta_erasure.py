@@ -42,29 +42,19 @@ if kind == "cli":
         code = run_cli(arg)
     result = {"exit": code}
 else:
-    import pyarrow as pa
     from deltalake import DeltaTable
+    sys.path.insert(0, "bench")
+    from rawdelta import merge_delete, purge
     rows = 0
     for path, col in arg["tables"]:
-        dt = DeltaTable(path)
         ids = arg["ids"]
         if kind == "raw-delete":
-            m = dt.delete(f'"{col}" = {int(ids[0])}')
+            m = DeltaTable(path).delete(f'"{col}" = {int(ids[0])}')
             rows += m.get("num_deleted_rows", 0)
         else:
-            typ = pa.schema(dt.schema().to_arrow()).field(col).type
-            m = (dt.merge(pa.table({"k": pa.array(ids, type=typ)}), predicate=f't."{col}" = s.k',
-                          source_alias="s", target_alias="t", streamed_exec=False)
-                 .when_matched_delete().execute())
-            rows += m["num_target_rows_deleted"]
+            rows += merge_delete(path, col, ids)
         if arg["purge"]:
-            dt = DeltaTable(path)
-            dt.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
-            dt.alter.set_table_properties({"delta.logRetentionDuration": "interval 0 seconds",
-                                           "delta.deletedFileRetentionDuration": "interval 0 seconds"})
-            dt = DeltaTable(path)
-            dt.create_checkpoint()
-            dt.cleanup_metadata()
+            purge(path)
     result = {"rows_deleted": rows}
 result["seconds"] = time.perf_counter() - t0
 result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
