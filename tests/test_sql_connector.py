@@ -343,7 +343,9 @@ def test_key_variants_lists_every_stored_spelling_exactly_and_no_near_miss(db):
     conn.dispose()
 
 
-def test_key_variants_on_a_case_insensitive_column_keeps_every_spelling_apart(db):
+def _case_insensitive_contacts(db) -> None:
+    """The contacts table with a key column the database compares without case: citext on
+    PostgreSQL, NOCASE on SQLite."""
     if db.backend == "postgresql":
         with db.engine.begin() as c:
             c.execute(sa.text("CREATE EXTENSION IF NOT EXISTS citext"))
@@ -352,6 +354,10 @@ def test_key_variants_on_a_case_insensitive_column_keeps_every_spelling_apart(db
         _contacts(db, CITEXT())
     else:
         _contacts(db, sa.Text(collation="NOCASE"))
+
+
+def test_key_variants_on_a_case_insensitive_column_keeps_every_spelling_apart(db):
+    _case_insensitive_contacts(db)
     conn = db.connector()
 
     found = conn.key_variants(db.namespace, db.name("contacts"), "email", "lower",
@@ -382,14 +388,7 @@ def test_lookup_maps_each_key_exactly_and_leaves_nulls_out(db):
 
 
 def test_lookup_on_a_case_insensitive_column_gives_only_the_exact_keys_values(db):
-    if db.backend == "postgresql":
-        with db.engine.begin() as c:
-            c.execute(sa.text("CREATE EXTENSION IF NOT EXISTS citext"))
-        from sqlalchemy.dialects.postgresql import CITEXT
-
-        _contacts(db, CITEXT())
-    else:
-        _contacts(db, sa.Text(collation="NOCASE"))
+    _case_insensitive_contacts(db)
     conn = db.connector()
 
     found, _ = conn.lookup(db.namespace, db.name("contacts"), "email", "customer_id",

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from uuid import uuid4
@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from conftest import files_holding, read_table, rows_without
+from feast_helpers import materialize, online, write_repo
 from deltalake import DeltaTable, write_deltalake
 
 from erasure.config import load_config
@@ -250,24 +251,7 @@ def test_table_restored_from_backup_is_found_with_live_rows(lake, capsys, tmp_pa
 
 
 # ---- 4. Feast refilled from an unpurged source ------------------------------------------
-def write_repo(repo: Path, project: str) -> Path:
-    repo.mkdir(parents=True, exist_ok=True)
-    (repo / "feature_store.yaml").write_text("\n".join([
-        f"project: {project}", "registry: data/registry.db", "provider: local",
-        "online_store:", "    type: sqlite", "    path: data/online_store.db",
-        "offline_store:", "    type: file", "entity_key_serialization_version: 3"]) + "\n")
-    return repo
-
-
-def online(store, view: str, features: list[str], key: str, ids: list) -> dict:
-    res = store.get_online_features(features=[f"{view}:{f}" for f in features],
-                                    entity_rows=[{key: i} for i in ids]).to_dict()
-    return {i: {f: res[f][n] for f in features} for n, i in enumerate(ids)}
-
-
-def materialize(store) -> None:
-    store.materialize(datetime(2020, 1, 1, tzinfo=UTC),
-                      datetime.now(UTC) + timedelta(days=1))
+# the repo builder, get_online_features reader and materialize of tests/feast_helpers.py
 
 
 FEATS = ["n_reviews", "avg_rating"]
