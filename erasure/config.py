@@ -24,6 +24,7 @@ import difflib
 import functools
 import glob
 import os
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -58,6 +59,22 @@ PathText = Text                          # a path, resolved against the config f
 Reason = Annotated[str, StringConstraints(min_length=1), Must("a non-empty string (a reason)")]
 Flag = Annotated[bool, Must("true or false")]
 Count = Annotated[int, annotated_types.Ge(0), Must("a non-negative integer")]
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _a_duration(v: Any) -> Any:
+    """"90s", "30m", "1h", "2d" -> seconds (an int); anything else is refused as is."""
+    if isinstance(v, str):
+        m = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", v)
+        if m:
+            return int(m.group(1)) * _UNITS[m.group(2)]
+    raise refuse('must be a duration such as "90s", "30m", "1h" or "2d"')
+
+
+# seconds, written in the file as a string with a unit
+Duration = Annotated[int, BeforeValidator(_a_duration)]
 
 
 def one_of(*choices: str) -> Any:

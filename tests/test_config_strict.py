@@ -65,6 +65,12 @@ CASES = {
     "roots-unknown-key": (
         _edit('column = "user_id"', 'column = "user_id"\ncolumns = "user_id"'),
         "[[roots]] #1 unknown key 'columns' (did you mean 'column'?)", "request"),
+    "delta-orphan-grace-no-unit": (
+        _edit('residue = "purge"', 'residue = "purge"\norphan_grace = 3600'),
+        '[delta] orphan_grace must be a duration such as "90s", "30m", "1h" or "2d"', "plan"),
+    "delta-orphan-grace-words": (
+        _edit('residue = "purge"', 'residue = "purge"\norphan_grace = "an hour"'),
+        '[delta] orphan_grace must be a duration such as "90s", "30m", "1h" or "2d"', "plan"),
     "delta-storage-option-not-string": (
         _append("[delta.storage_options]\nAWS_REGION = 1\n"),
         "[delta.storage_options] AWS_REGION must be a non-empty string", "plan"),

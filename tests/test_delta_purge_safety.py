@@ -247,6 +247,28 @@ def test_orphan_file_with_the_key_goes_only_after_the_grace_period(tmp_path):
     assert counted.residue[42] == ["part-new-orphan.parquet (data file)"]   # reported
 
 
+def test_orphan_grace_setting_lets_the_operator_shorten_the_wait(tmp_path):
+    """`[delta] orphan_grace = "0s"` (no other writer, e.g. after a run of ours was killed
+    mid-MERGE): a just-written orphan holding the key goes; a committed row of another id
+    and an orphan without the key stay."""
+    path = str(tmp_path / "own")
+    own_table(path)
+    holder, other = Path(path, "part-young-holder.parquet"), Path(path, "part-young-other.parquet")
+    pq.write_table(_concurrent_rows(), holder)
+    pq.write_table(pa.table({"id": pa.array([7], pa.int64()),
+                             "email": ["user7@example.org"]}), other)
+    others = rows_of_others(path, "id", 42)
+
+    c = DeltaConnector(DeltaSettings(residue="purge", orphan_grace="0s"))
+    c.erase(NS, path, "id", [42], tag="t1")
+    res = c.purge(NS, path, "id", [42], tag="t1")
+    assert not holder.exists() and "part-young-holder.parquet" in res.files_vacuumed
+    assert other.exists(), "an orphan that holds no key of the subject is not ours to delete"
+    assert not any("grace" in n for n in res.notes), res.notes
+    assert_clean(c, path, "id", 42)
+    assert rows_of_others(path, "id", 42) == others
+
+
 # ---- (C) a table reached through a symlink -------------------------------------------------
 
 def test_table_through_a_symlinked_folder_plans_erases_and_purges(tmp_path):

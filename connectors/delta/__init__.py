@@ -524,7 +524,7 @@ class DeltaConnector:
         - a file the log names as removed (a tombstone) or as change data goes;
         - a file no commit or checkpoint named (an orphan, or a file whose commit landed
           after the log was read) may be another writer's in-flight data: it goes only if
-          its modification time is older than `ORPHAN_GRACE`, else it is left and
+          its modification time is older than `[delta] orphan_grace`, else it is left and
           verification reports it;
         - never a file the latest version references, re-checked against a freshly loaded
           version right before each delete.
@@ -540,7 +540,7 @@ class DeltaConnector:
         sc = scan_table_folder(root, live, {column, fields.get(column, ("", column))[1]},
                                list(values))
         self._hook("before_leftover_delete", uri)
-        now, young = time.time(), 0
+        now, young, grace = time.time(), 0, self.settings.orphan_grace
         holders = sorted({rel for v in values for rel, kind in sc.residue(v).items()
                           if kind in ("change data file", "data file")})
         for rel in holders:
@@ -550,7 +550,7 @@ class DeltaConnector:
             except FileNotFoundError:
                 continue
             if not (rel in names.removed or rel in names.cdc):
-                if now - mtime < logclean.ORPHAN_GRACE.total_seconds():
+                if now - mtime < grace:
                     young += 1
                     continue
             if rel in self._live_files(self.open(namespace, name), root):
@@ -561,9 +561,10 @@ class DeltaConnector:
             res.notes.append(
                 f"{young} file(s) holding a key were left: the log never named them as removed "
                 "or as change data and they are "
-                f"younger than the {logclean.ORPHAN_GRACE} grace period (possibly another "
-                "writer's uncommitted data); verification reports them, a later purge removes "
-                "them once they are older")
+                f"younger than the {timedelta(seconds=grace)} grace period ([delta] "
+                "orphan_grace; possibly another writer's uncommitted data, or the data of a "
+                "run of ours that was killed mid-write); verification reports them, a later "
+                "purge removes them once they are older")
         log = root / "_delta_log"
         for dirpath, _, filenames in os.walk(root):
             for fn in filenames:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from erasure.config import SECTION, Count, Residue, Text
+from erasure.config import SECTION, Count, Duration, Residue, Text
 
 
 class DeltaSettings(BaseModel):
@@ -17,5 +17,8 @@ class DeltaSettings(BaseModel):
     model_config = SECTION
     residue: Residue = "purge"
     max_conflict_retries: Count = 5
+    # a file under the table that no commit names may be another writer's uncommitted data:
+    # the purge deletes one holding a key only once it is older than this (seconds)
+    orphan_grace: Duration = 3600
     # passed unchanged to deltalake.DeltaTable(storage_options=...): any key, string values
     storage_options: dict[str, Text] = Field(default_factory=dict)

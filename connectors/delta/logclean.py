@@ -35,6 +35,7 @@ SIDECARS = f"{LOG}/_sidecars"
 # A file that holds a key but that no commit or checkpoint names may be another writer's
 # data file written but not yet committed. The purge deletes such an orphan only once its
 # modification time is older than this; a younger one is left and verification reports it.
+# The default of `[delta] orphan_grace` (DeltaSettings), which is what the purge reads.
 ORPHAN_GRACE = timedelta(hours=1)
 
 _COMMIT = re.compile(r"(\d{20})\.json")
