@@ -21,13 +21,13 @@ from .base import (Capabilities, ConnectorPlugin, ConnectorRegistry, EraseResult
 
 if TYPE_CHECKING:
     from erasure.config import Config
-from .keymatch import comparable, key_counts, key_mask
+from .keymatch import array_of, comparable, key_counts, key_mask
 
 
 def _value_set(values: Sequence[Any], typ):
     import pyarrow as pa
 
-    return pa.array(list(values), type=typ)
+    return array_of(values, typ)
 
 
 def _compression(pf) -> str:
@@ -155,7 +155,7 @@ class ParquetConnector:
         cols = [comparable(pq.ParquetFile(f).read(columns=[column]).column(0))
                 for f in self.files(namespace, name)]
         arr = pa.chunked_array([c for col in cols for c in col.chunks], pa.string()) if cols \
-            else pa.array([], pa.string())
+            else array_of([], pa.string())
         return key_variants(arr, rule, values)
 
     def live_rows(self, namespace: str, name: str, column: str,

@@ -29,7 +29,8 @@ from ..base import (Capabilities, ConnectorPlugin, ConnectorRegistry, EraseResul
                     PurgeResult, TargetCount)
 from . import logclean
 from .config import DeltaSettings
-from .residue import FolderScan, scan_table_folder
+from ..keymatch import array_of, arrow_table
+from .residue import FolderScan, ScanMemo, scan_table_folder
 from .sql import count_by_key_sql, quote_ident
 
 if TYPE_CHECKING:
@@ -73,6 +74,12 @@ class DeltaConnector:
         # "after_checkpoint", "leftover_scan" (live files read, folder not yet walked),
         # "before_leftover_delete". Each is called with the table URI.
         self.hooks = dict(hooks or {})
+        # the latest snapshot of each table this instance opened, brought up to date on each
+        # open (see `open`)
+        self._latest: dict[str, Any] = {}
+        # what this instance's folder scans read, so that later scans for the same keys
+        # read only the files that are new or changed (residue.ScanMemo)
+        self._memo = ScanMemo()
 
     def _hook(self, point: str, uri: str | None) -> None:
         if point in self.hooks:
@@ -111,12 +118,32 @@ class DeltaConnector:
         from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
 
+        """The table at `version`, or at its latest version (never a cached one).
+
+        The latest is loaded once per table and then brought up to date with
+        `update_incremental()` on each call (it lists the log and applies the commits since:
+        0.1 ms instead of 4-11 ms for a full load, and a run opens each table a dozen
+        times). Every caller asks for the latest, so they share one object; none keeps an
+        older snapshot across a later `open`. Should the update fail (the log was cleaned
+        past it by another writer, the table replaced), the table is loaded afresh."""
+        from deltalake.exceptions import DeltaError
+
         uri = self.table_uri(namespace, name)
+        if version is None and uri in self._latest:
+            dt = self._latest[uri]
+            try:
+                dt.update_incremental()
+                return dt
+            except (DeltaError, OSError):
+                del self._latest[uri]
         try:
-            return DeltaTable(uri, version=version,
-                              storage_options=self.settings.storage_options or None)
+            dt = DeltaTable(uri, version=version,
+                            storage_options=self.settings.storage_options or None)
         except TableNotFoundError as exc:
             raise UnknownDatasetError(f"no Delta table at {uri}") from exc
+        if version is None:
+            self._latest[uri] = dt
+        return dt
 
     # ---- schema ---------------------------------------------------------------------
     @staticmethod
@@ -149,7 +176,7 @@ class DeltaConnector:
             return self._count_rows_one_pass(dt, column, vals, counts)
         for i in range(0, len(vals), SQL_CHUNK):
             chunk = vals[i:i + SQL_CHUNK]
-            res = pa.table(QueryBuilder().register("t", dt)
+            res = arrow_table(QueryBuilder().register("t", dt)
                            .execute(count_by_key_sql(column, chunk)).read_all())
             for k, n in zip(res.column("k").to_pylist(), res.column("n").to_pylist()):
                 key = k if k in counts else next((v for v in chunk if str(v) == str(k)), None)
@@ -203,7 +230,7 @@ class DeltaConnector:
         for i in range(0, len(vals), SQL_CHUNK):
             chunk = vals[i:i + SQL_CHUNK]
             lits = ", ".join(literal(v) for v in chunk)
-            res = pa.table(QueryBuilder().register("t", dt).execute(
+            res = arrow_table(QueryBuilder().register("t", dt).execute(
                 f"SELECT DISTINCT {f} AS f, {t} AS v FROM t WHERE {f} IN ({lits}) "
                 f"AND {t} IS NOT NULL").read_all())
             for k, v in zip(res.column("f").to_pylist(), res.column("v").to_pylist()):
@@ -222,7 +249,7 @@ class DeltaConnector:
 
         from ..keymatch import key_variants
 
-        res = pa.table(QueryBuilder().register("t", self.open(namespace, name))
+        res = arrow_table(QueryBuilder().register("t", self.open(namespace, name))
                        .execute(f"SELECT DISTINCT {quote_ident(column)} AS k FROM t")
                        .read_all())
         return key_variants(res.column("k"), rule, values)
@@ -312,11 +339,11 @@ class DeltaConnector:
             # a snapshot whose files are gone cannot prove anything about its rows
             raise FileNotFoundError(f"{len(missing)} data files of the current version are not "
                                     f"found (e.g. {missing[0]}); the table cannot be read")
-        sc = scan_table_folder(root, live, names, list(values))
+        sc = scan_table_folder(root, live, names, list(values), self._memo)
         if column in dt.metadata().partition_columns:
             # the key is in the log's partitionValues, not in the file (nor always in its
             # folder name: Spark with column mapping uses random prefixes)
-            adds = pa.table(dt.get_add_actions(flatten=True))
+            adds = arrow_table(dt.get_add_actions(flatten=True))
             col = f"partition.{column}"
             if col in adds.column_names:
                 by_str = {str(v): v for v in values}
@@ -374,14 +401,14 @@ class DeltaConnector:
         from deltalake.exceptions import DeltaError
 
         try:
-            before = set(pa.table(self.open(namespace, name, version).get_add_actions())
+            before = set(arrow_table(self.open(namespace, name, version).get_add_actions())
                          .column("path").to_pylist())
         except (UnknownDatasetError, DeltaError):
             # the plan's version is no longer in the log (a purge cleaned it): what others
             # wrote since cannot be known, so none of it is tolerated. The guard then
             # stops on any change in the subjects' rows (fail closed, never open)
             return 0
-        adds = pa.table(now.get_add_actions())
+        adds = arrow_table(now.get_add_actions())
         return sum(int(n or 0) for p, n in zip(adds.column("path").to_pylist(),
                                                 adds.column("num_records").to_pylist())
                    if p not in before)
@@ -447,7 +474,7 @@ class DeltaConnector:
         for attempt in range(retries + 1):
             dt = self.open(namespace, name)
             typ = pa.schema(dt.schema().to_arrow()).field(column).type
-            source = pa.table({KEY_FIELD: pa.array(list(values), type=typ)})
+            source = pa.table({KEY_FIELD: array_of(values, typ)})
             before = dt.version()
             if self.before_commit:
                 self.before_commit(self.table_uri(namespace, name), attempt)
@@ -507,7 +534,7 @@ class DeltaConnector:
                                     "rows of the subject and no live row to rewrite it by")
             typ = pa.schema(dt.schema().to_arrow()).field(column).type
             q = quote_ident(column)
-            (dt.merge(pa.table({KEY_FIELD: pa.array(live[:1], type=typ)}),
+            (dt.merge(pa.table({KEY_FIELD: array_of(live[:1], typ)}),
                       predicate=f"t.{q} = s.{KEY_FIELD}", source_alias="s", target_alias="t",
                       streamed_exec=False,
                       commit_properties=CommitProperties(custom_metadata={"erasure.run": tag}))
@@ -538,7 +565,7 @@ class DeltaConnector:
         live = self._live_files(dt, root)
         self._hook("leftover_scan", uri)
         sc = scan_table_folder(root, live, {column, fields.get(column, ("", column))[1]},
-                               list(values))
+                               list(values), self._memo)
         self._hook("before_leftover_delete", uri)
         now, young, grace = time.time(), 0, self.settings.orphan_grace
         holders = sorted({rel for v in values for rel, kind in sc.residue(v).items()
@@ -637,9 +664,7 @@ class DeltaConnector:
 
 
 def pa_column(batch, name: str) -> list:
-    import pyarrow as pa
-
-    return pa.table(batch).column(name).to_pylist()
+    return arrow_table(batch).column(name).to_pylist()
 
 
 def _build(config: Config, registry: ConnectorRegistry) -> DeltaConnector:

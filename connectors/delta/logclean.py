@@ -30,6 +30,8 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote
 
+from ..keymatch import array_of
+
 LOG = "_delta_log"
 SIDECARS = f"{LOG}/_sidecars"
 # A file that holds a key but that no commit or checkpoint names may be another writer's
@@ -188,7 +190,7 @@ def drop_dead_tombstones(fs, version: int) -> int:
     if not exists(fs, path):
         return 0
     with fs.open_input_file(path) as f:
-        t = pq.read_table(f)
+        t = pq.ParquetFile(f).read()      # not read_table: pyarrow.dataset imports pandas
     if "remove" not in t.column_names:
         return 0
     removes = t.column("remove")
@@ -198,7 +200,7 @@ def drop_dead_tombstones(fs, version: int) -> int:
             if ok and p and (rel := _rel(p)) and not exists(fs, rel)}
     if not dead:
         return 0
-    keep = pa.array([not (ok and p in dead) for p, ok in zip(paths, valid)])
+    keep = array_of([not (ok and p in dead) for p, ok in zip(paths, valid)], pa.bool_())
     out = t.filter(keep)
     sink = pa.BufferOutputStream()
     pq.write_table(out, sink)

@@ -26,7 +26,7 @@ from urllib.parse import unquote
 
 from erasure.subject import has_token
 
-from ..keymatch import comparable, key_counts
+from ..keymatch import array_of, comparable, key_counts
 
 STAT_KEYS = {"minValues", "maxValues", "partitionValues", "partitionValues_parsed"}
 PREDICATE_KEY = re.compile("predicate|condition", re.I)
@@ -41,6 +41,9 @@ class FolderScan:
     traces: dict[Any, dict[str, str]] = field(default_factory=dict)   # value -> {file: kind}
     files_scanned: int = 0
     row_groups_skipped: int = 0
+    # data and change-data files not read again: an earlier scan in this process read them
+    # for the same keys and they are unchanged (same path, size and modification time)
+    files_unchanged: int = 0
 
     def add_live(self, v: Any, f: str) -> None:
         self.live.setdefault(v, set()).add(f)
@@ -175,10 +178,10 @@ def _value_array(values: list[Any], typ):
     import pyarrow as pa
 
     try:
-        return pa.array(values, type=typ)
+        return array_of(values, typ)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        return pa.array([str(v) for v in values]) if pa.types.is_string(typ) else pa.array(
-            [v for v in values if isinstance(v, int)], type=pa.int64())
+        return array_of([str(v) for v in values], pa.string()) if pa.types.is_string(typ) \
+            else array_of([v for v in values if isinstance(v, int)], pa.int64())
 
 
 def _partition_hits(rel: str, m: _Matcher) -> set:
@@ -191,18 +194,36 @@ def _partition_hits(rel: str, m: _Matcher) -> set:
     return hits
 
 
+class ScanMemo:
+    """What earlier scans in this process found in each data and change-data file, per set
+    of keys: a file with the same path, size and modification time (nanoseconds) holds
+    the same rows, so a later scan for the same keys (the purge's leftover scan and the
+    verification, after the plan's) does not read it again. Parquet data files are written
+    once and never changed in place (Delta and Spark write new files); any rewrite gives a
+    new size or time. Log files are always read again."""
+
+    def __init__(self) -> None:
+        self._by_keys: dict[tuple, dict[tuple, dict]] = {}
+
+    def of(self, names: set[str], values: list[Any]) -> dict[tuple, dict]:
+        return self._by_keys.setdefault((tuple(sorted(names)), tuple(values)), {})
+
+
 def scan_table_folder(root: Path, live_files: set[str], names: set[str],
-                      values: list[Any]) -> FolderScan:
+                      values: list[Any], memo: ScanMemo | None = None) -> FolderScan:
     """Scan every file and folder under `root` for `values` of the key column `names`.
 
     `live_files` are the data files (relative paths) of the current snapshot; a hit in one
     of them is "live" (the rows may still be readable, or hidden by a deletion vector);
-    every other hit is a trace: an old data file, change data, or a log entry.
+    every other hit is a trace: an old data file, change data, or a log entry. With `memo`,
+    data files an earlier scan read for the same keys and that have not changed since are
+    not read again (`files_unchanged` counts them).
     """
     import pyarrow.parquet as pq
 
     scan = FolderScan()
     m = _Matcher(values, names)
+    seen = memo.of(names, values) if memo is not None else None
     for dirpath, _, filenames in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
         if rel_dir != ".":
@@ -222,10 +243,20 @@ def scan_table_folder(root: Path, live_files: set[str], names: set[str],
             try:
                 if fn.endswith(".parquet") and in_log:
                     kind = "log checkpoint"
-                    m.walk(pq.read_table(full).to_pylist(), hits)
+                    m.walk(pq.ParquetFile(full).read().to_pylist(), hits)   # no pandas
                 elif fn.endswith(".parquet"):
                     kind = "change data file" if rel.startswith("_change_data/") else "data file"
-                    counts = _parquet_hits(full, names, m, scan)
+                    if seen is None:
+                        counts = _parquet_hits(full, names, m, scan)
+                    else:
+                        st = full.stat()
+                        ident = (str(full), st.st_size, st.st_mtime_ns)
+                        if ident in seen:
+                            counts = dict(seen[ident])
+                            scan.files_unchanged += 1
+                        else:
+                            counts = _parquet_hits(full, names, m, scan)
+                            seen[ident] = dict(counts)
                     for v in _partition_hits(rel, m):
                         counts[v] = counts.get(v, 0) + pq.ParquetFile(full).metadata.num_rows
                     hits = set(counts)
