@@ -409,3 +409,39 @@ def test_object_store_purge_cleans_log_and_change_data_without_settings(s3):
                     f"{res.version_after:020d}.json", "_last_checkpoint"], logs
     ids = DeltaTable(uri, storage_options=opts).to_pyarrow_table().column("id").to_pylist()
     assert sorted(ids) == list(range(1, 41))            # the latest version reads
+
+
+def test_scan_memo_rereads_every_file_that_changed_or_is_new(tmp_path):
+    """A later scan for the same keys skips only files with the same path, size and
+    modification time as when an earlier scan read them; a file replaced in place (even
+    by one of the same size) and a new file are read."""
+    from connectors.delta.residue import ScanMemo
+
+    path = tmp_path / "own"
+    own_table(str(path))
+    write_deltalake(str(path), pa.table({"id": pa.array([100, 101], pa.int64()),
+                                         "email": ["a@example.org", "b@example.org"]}),
+                    mode="append")
+    c = DeltaConnector(DeltaSettings(residue="purge"))
+    live = c._live_files(c.open(NS, str(path)), path)
+    memo = ScanMemo()
+    first = scan_table_folder(path, live, {"id"}, [42], memo)
+    assert first.live.get(42) and first.files_unchanged == 0
+    again = scan_table_folder(path, live, {"id"}, [42], memo)
+    assert again.files_unchanged == len(live) and again.live == first.live
+    # a data file of other ids overwritten in place by one holding the subject, its
+    # modification time set back to 1 ns after the old one: it is read again
+    clean = sorted(f for f in live if f not in first.live[42])
+    assert clean, first.live
+    victim = path / clean[0]
+    before = victim.stat()
+    holder = [f for f in live if f in first.live[42]][0]
+    victim.write_bytes((path / holder).read_bytes())
+    os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns + 1))
+    pq.write_table(_concurrent_rows(), path / "part-new.parquet")
+    third = scan_table_folder(path, live | {"part-new.parquet"}, {"id"}, [42], memo)
+    assert clean[0] in third.live[42] and "part-new.parquet" in third.live[42]
+    assert third.files_unchanged == len(live) - 1
+    # other keys share nothing with the memo of these
+    other = scan_table_folder(path, live, {"id"}, [7], memo)
+    assert other.files_unchanged == 0 and other.live.get(7)
