@@ -353,6 +353,10 @@ def main() -> None:
     md = table_md(results, startup)
     print()
     print(md)
+    for r in results:
+        if r["rows"] == 3_000_000 and not copy:
+            print(f"\n  ratio {n_subjects:,} pending on one table of 3,000,000 rows, net of "
+                  f"start-up: {r['ratio']:.2f}x (goal <= 1.5x)")
     out_md.parent.mkdir(parents=True, exist_ok=True)
     note = f"; uncommitted changes in {', '.join(dirty)}" if dirty else ""
     out_md.write_text(f"{heading} (commit {git}{note})\n\n{md}\n")
