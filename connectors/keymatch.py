@@ -84,7 +84,8 @@ def key_counts(arr, value_set) -> dict[Any, int]:
     found = pc.filter(arr, key_mask(arr, value_set))
     if not len(found):
         return {}
-    return {c["values"]: c["counts"] for c in pc.value_counts(comparable(found)).to_pylist()}
+    vc = pc.value_counts(comparable(found))      # two columns, not a dict per key
+    return dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()))
 
 
 def normalize_arrow(arr, rule: str):

@@ -108,6 +108,19 @@ class _Matcher:
             cache[typ] = _value_array(self.values, typ)
         return cache[typ]
 
+    def same_type(self, typ) -> bool:
+        """Whether a key read from a column of Arrow type `typ` is one of the values itself
+        (ints from an integer column for int values, str from a string column for str
+        values), so `equal` need not map it back."""
+        import pyarrow as pa
+
+        if "_uniform" not in self.__dict__:     # once: every value of one plain type
+            self._uniform = bool(self.values) and (
+                all(type(v) is int for v in self.values) if self.is_int
+                else all(type(v) is str for v in self.values))
+        return self._uniform and (pa.types.is_integer(typ) if self.is_int
+                                  else pa.types.is_string(typ))
+
     def equal(self, x: Any) -> list[Any]:
         if x is None or isinstance(x, (dict, list)):
             return []
@@ -168,7 +181,12 @@ def _parquet_hits(path: Path, names: set[str], m: _Matcher, scan: FolderScan) ->
                 except TypeError:
                     pass
             arr = comparable(pf.read_row_group(rg, columns=[col]).column(0))
-            for key, n in key_counts(arr, m.value_array(arr.type)).items():
+            counts = key_counts(arr, m.value_array(arr.type))
+            if m.same_type(arr.type):      # each key found is one of the values as is
+                for v, n in counts.items():
+                    hits[v] = hits.get(v, 0) + n
+                continue
+            for key, n in counts.items():
                 for v in m.equal(key):
                     hits[v] = hits.get(v, 0) + n
     return hits
@@ -277,10 +295,16 @@ def scan_table_folder(root: Path, live_files: set[str], names: set[str],
                 for v in values:
                     scan.add_trace(v, rel, f"unreadable ({type(exc).__name__}); cannot prove absence")
                 continue
-            for v in hits:
-                if kind == "data file" and rel in live_files:
-                    scan.add_live(v, rel)
-                    scan.live_rows[v] = scan.live_rows.get(v, 0) + counts.get(v, 0)
-                else:
+            if kind == "data file" and rel in live_files:
+                live, live_rows = scan.live, scan.live_rows
+                for v in hits:          # inlined add_live: a sweep meets 10^5 keys here
+                    held = live.get(v)
+                    if held is None:
+                        live[v] = {rel}
+                    else:
+                        held.add(rel)
+                    live_rows[v] = live_rows.get(v, 0) + counts.get(v, 0)
+            else:
+                for v in hits:
                     scan.add_trace(v, rel, kind)
     return scan
