@@ -604,3 +604,122 @@ def test_locked_sqlite_online_store_is_an_error_not_an_empty_view(
         locker.close()
     code, plan = cli(cfg, capsys, "plan", "--subject-id", "1001")
     assert code == 0 and by_name(plan)["driver_hourly_stats"]["rows"] == 1
+
+
+# ---- 9. Redis: a batch of 1,000 entities in one call ------------------------------------------
+def test_redis_batch_of_1000_erases_exactly_those_and_the_check_really_looks(
+        feast, tmp_path, redis_project):
+    """2,000 entities materialized into a real Redis, every fifth also in a second view that
+    shares the entity's hash. Erasing 1,000 of them in one call removes exactly their view's
+    fields (the whole hash where no other view has one), leaves every other hash byte for
+    byte, counts exactly before and after; and the store check finds a field written back
+    after the erase, a feature field without its timestamp included."""
+    import redis
+    from feast.infra.online_stores.helpers import _mmh3
+    from feast.types import Int64, String
+
+    from connectors.feast import FeastConnector
+
+    ids = list(range(1, 2001))
+    src = tmp_path / "stats.parquet"
+    pq.write_table(stats_table(stats_rows(ids, hours=1), pa.int64()), src)
+    prefs_src = tmp_path / "prefs.parquet"
+    pq.write_table(pa.Table.from_pylist(
+        [{"entity_id": i, "theme": f"theme-{i}", "event_timestamp": T0} for i in ids if i % 5 == 0],
+        schema=pa.schema([("entity_id", pa.int64()), ("theme", pa.string()),
+                          ("event_timestamp", pa.timestamp("us", tz="UTC"))])), prefs_src)
+    repo = write_repo(tmp_path / "repo", redis_project, online="redis")
+    user = feast.Entity(name="user", join_keys=["entity_id"], value_type=feast.ValueType.INT64)
+    stats = stats_view(feast, "user_stats", user, "entity_id", Int64, src, delta=False)
+    prefs = feast.FeatureView(
+        name="user_prefs", entities=[user], ttl=timedelta(days=3650), online=True,
+        source=feast.FileSource(name="prefs_source", path=str(prefs_src),
+                                timestamp_field="event_timestamp"),
+        schema=[feast.Field(name="entity_id", dtype=Int64),
+                feast.Field(name="theme", dtype=String)])
+    store = feast.FeatureStore(repo_path=str(repo))
+    store.apply([user, stats, prefs])
+    materialize(store)
+
+    client = redis.Redis.from_url(f"redis://{REDIS}")
+    rkey = {i: entity_key_bytes(feast, ["entity_id"], [i]) + redis_project.encode() for i in ids}
+
+    def hashes() -> dict[int, dict]:
+        with client.pipeline(transaction=False) as pipe:
+            for i in ids:
+                pipe.hgetall(rkey[i])
+            return dict(zip(ids, pipe.execute()))
+
+    before = hashes()
+    prefs_fields = {b"_ts:user_prefs", _mmh3("user_prefs:theme")}
+    assert all(before[i] for i in ids) and set(before[5]) >= prefs_fields
+
+    erased = ids[1::2]                       # 2, 4, ..., 2000: 1,000 entities
+    conn, ns = FeastConnector([repo]), f"feast://{redis_project}"
+    assert conn.live_rows(ns, "user_stats", "entity_id", erased + [5000]) == {
+        **{i: 1 for i in erased}, 5000: 0}
+    res = conn.erase(ns, "user_stats", "entity_id", erased + [5000], "t")
+    assert res.rows_deleted == 1000
+
+    after = hashes()
+    for i in ids:
+        if i not in set(erased):
+            assert after[i] == before[i], i                # a neighbour, untouched
+        elif i % 5 == 0:                                   # shared: the other view stays
+            assert after[i] == {f: v for f, v in before[i].items() if f in prefs_fields}, i
+        else:
+            assert client.exists(rkey[i]) == 0, i          # the whole hash went
+    assert not any(conn.count(ns, "user_stats", "entity_id", erased,
+                              with_residue=False).rows.values())
+    full = conn.count(ns, "user_stats", "entity_id", erased[:50])   # the source is not erased
+    assert not any(full.rows.values())                              # here: online only
+    assert not any(d["served_by_get_online_features"] for d in full.details.values())
+    served = online(store, "user_stats", STATS, "entity_id", [2, 3, 10])
+    assert served[2] == served[10] == {f: None for f in STATS} and served[3]["trips"] == 30
+    assert online(store, "user_prefs", ["theme"], "entity_id", [10])[10]["theme"] == "theme-10"
+
+    # the check looks at every key: fields written back after the erase are found
+    client.hset(rkey[4], b"_ts:user_stats", before[4][b"_ts:user_stats"])
+    client.hset(rkey[20], _mmh3("user_stats:trips"), before[20][_mmh3("user_stats:trips")])
+    again = conn.count(ns, "user_stats", "entity_id", erased, with_residue=False).rows
+    assert {i: n for i, n in again.items() if n} == {4: 1, 20: 1}
+    assert conn.erase(ns, "user_stats", "entity_id", erased, "t2").rows_deleted == 2
+    assert client.exists(rkey[4]) == 0
+    assert client.hgetall(rkey[20]) == {f: v for f, v in before[20].items() if f in prefs_fields}
+    client.close()
+
+
+def test_entity_keys_are_feasts_own_bytes(feast, tmp_path):
+    """Keys are built as head + packed value, not through two protobuf objects each: they
+    must equal `serialize_entity_key` for every supported type, extremes and non-ASCII text
+    included; other value kinds (numpy ints) go through Feast's own function; and a
+    value that cannot be a key fails without naming it."""
+    import random
+
+    import numpy as np
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    from connectors.feast.keys import FeastRepo
+
+    repo = FeastRepo(write_repo(tmp_path / "repo", f"t{uuid4().hex[:8]}"))
+    rng = random.Random(12)
+    cases = {
+        "int64": [0, 1, -1, 2 ** 63 - 1, -2 ** 63, np.int64(42)]
+        + [rng.randrange(-2 ** 63, 2 ** 63) for _ in range(200)],
+        "int32": [0, -1, 2 ** 31 - 1, -2 ** 31, np.int32(-7)]
+        + [rng.randrange(-2 ** 31, 2 ** 31) for _ in range(200)],
+        "string": ["", "a", "user-7", "ünïcødé €", "𝄞 clef", "x" * 1000, "USER42@EXAMPLE.COM"],
+    }
+    field = {"int64": "int64_val", "int32": "int32_val", "string": "string_val"}
+    for typ, values in cases.items():
+        built = repo._key_builder("entity_id", typ)(values)
+        assert built == [serialize_entity_key(
+            EntityKey(join_keys=["entity_id"], entity_values=[Value(**{field[typ]: val})]),
+            entity_key_serialization_version=3) for val in values], typ
+
+    secret = 2 ** 70 + 12345
+    with pytest.raises(Exception) as exc:
+        repo._key_builder("entity_id", "int64")([secret])
+    assert str(secret) not in str(exc.value)

@@ -150,11 +150,13 @@ class FeastConnector:
         details: dict[Any, dict[str, Any]] = {}
         offline, not_data = repo.offline_read(v, column, values) if with_residue else ({}, [])
         served = repo.served(v, column, values) if with_residue else {}
+        delta_source = bool(v.source and v.source[0] == "file"
+                            and (Path(v.source[1]) / "_delta_log").is_dir())
         for val in values:
             details[val] = {"online_store": repo.online_type, "online_keys": rows[val],
                             "offline_rows_feast_reads": offline.get(val, 0),
                             "served_by_get_online_features": served.get(val)}
-            if v.source and v.source[0] == "file" and (Path(v.source[1]) / "_delta_log").is_dir():
+            if delta_source:
                 details[val]["note"] = (
                     "Delta source: the purge ends with a log checkpoint, a Parquet file that "
                     "Feast's file offline store reads as data, so later materializations of this "

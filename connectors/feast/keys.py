@@ -5,10 +5,11 @@ Only this module imports feast (lazily: `import feast` takes 7-12 s)."""
 from __future__ import annotations
 
 import sqlite3
+import struct
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from erasure.errors import ConfigError, UnknownDatasetError
 
@@ -17,6 +18,67 @@ from ..keymatch import comparable, key_counts
 # Feast ValueType name -> the arrow type name our key coercion understands
 KEY_TYPES = {"INT64": "int64", "INT32": "int32", "STRING": "string"}
 CHUNK = 500
+# how serialize_entity_key ends a key: the value's ValueType id, its length, its bytes
+_TAIL = {"int64": (4, struct.Struct("<IIq")), "int32": (3, struct.Struct("<IIi")),
+         "string": (2, struct.Struct("<II"))}
+_KEY_SAMPLES: dict[str, tuple[Any, ...]] = {
+    "int64": (0, 1, -1, 1001, 2 ** 63 - 1, -2 ** 63),
+    "int32": (0, 1, -1, 1001, 2 ** 31 - 1, -2 ** 31),
+    "string": ("", "a", "1001", "ü€𝄞 x")}
+
+# Redis: one script call per batch of keys, run atomically by Redis (a batch is one round trip
+# however many keys it has; REDIS_BATCH bounds how long one call holds the server).
+# KEYS: the entity hashes; ARGV: the view's fields, `_ts:<view>` first.
+REDIS_BATCH = 5000
+# '1' per key whose hash holds any of the view's fields, '0' otherwise
+_PRESENT_LUA = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[i] = '0'
+  for j = 1, #ARGV do
+    if redis.call('HEXISTS', key, ARGV[j]) == 1 then out[i] = '1' break end
+  end
+end
+return table.concat(out)
+"""
+# For each hash holding any of the view's fields: delete the whole hash when no other view
+# has a timestamp (`_ts:`) in it, else only the view's fields. Returns how many hashes held
+# any of the view's fields.
+_ERASE_LUA = """
+local own = {}
+for j = 1, #ARGV do own[ARGV[j]] = true end
+local n = 0
+for _, key in ipairs(KEYS) do
+  local mine, shared = false, false
+  for _, f in ipairs(redis.call('HKEYS', key)) do
+    if own[f] then mine = true
+    elseif string.sub(f, 1, 4) == '_ts:' then shared = true end
+  end
+  if mine then
+    n = n + 1
+    if shared then
+      for j = 1, #ARGV, 1000 do
+        redis.call('HDEL', key, unpack(ARGV, j, math.min(j + 999, #ARGV)))
+      end
+    else
+      redis.call('DEL', key)
+    end
+  end
+end
+return n
+"""
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode() if isinstance(reply, bytes) else reply
+
+
+def _tail(typ: str, val: Any) -> bytes:
+    type_id, fixed = _TAIL[typ]
+    if typ == "string":
+        raw = val.encode("utf-8")
+        return fixed.pack(type_id, len(raw)) + raw
+    return fixed.pack(type_id, fixed.size - 8, val)
 
 
 @dataclass
@@ -54,6 +116,8 @@ class FeastRepo:
         online = raw.get("online_store", {"type": "sqlite"})
         self.online_type = online if isinstance(online, str) else online.get("type", "sqlite")
         self.namespace = f"feast://{self.project}"
+        self._scripts: dict[str, Any] = {}
+        self._builders: dict[tuple[str, str], Callable[[Sequence[Any]], list[bytes]]] = {}
 
     @cached_property
     def store(self):
@@ -124,20 +188,52 @@ class FeastRepo:
 
         return serialize_entity_key(
             EntityKey(join_keys=join_keys, entity_values=values),
-            entity_key_serialization_version=self.store.config.entity_key_serialization_version)
+            entity_key_serialization_version=self._key_version)
+
+    @cached_property
+    def _key_version(self) -> int:
+        return self.store.config.entity_key_serialization_version
+
+    def _key_builder(self, column: str, typ: str) -> Callable[[Sequence[Any]], list[bytes]]:
+        """Single join key: values -> entity keys, byte for byte Feast's. Feast's
+        `serialize_entity_key` builds two protobuf objects per key; its bytes are a head
+        (the join key, the same for every key) and a tail (value type, length, value bytes),
+        so a key is built as head + packed tail. Before it is used, the builder is checked
+        against Feast's own function on sample values (signs, extremes, non-ASCII text);
+        if one differs (another serialization version, say), or a value is not a plain
+        int/str, Feast's function builds the key."""
+        if (column, typ) in self._builders:
+            return self._builders[(column, typ)]
+
+        def slow(val: Any) -> bytes:
+            return self.serialize([column], [self._value(typ, val)])
+
+        kind = str if typ == "string" else int
+        samples = _KEY_SAMPLES[typ]
+        first = slow(samples[0])
+        head = first[:len(first) - len(_tail(typ, samples[0]))]
+        if all(slow(val) == head + _tail(typ, val) for val in samples):
+            def build(values: Sequence[Any]) -> list[bytes]:
+                return [head + _tail(typ, val) if type(val) is kind else slow(val)
+                        for val in values]
+        else:
+            def build(values: Sequence[Any]) -> list[bytes]:
+                return [slow(val) for val in values]
+        self._builders[(column, typ)] = build
+        return build
 
     def entity_keys(self, v: FeatureViewInfo, column: str, values: Sequence[Any]
                     ) -> dict[Any, list[bytes]]:
         """Online-store keys of each subject value. A single join key is built directly;
         a composite key needs the other join keys' values, found by scanning the store."""
         if len(v.join_keys) == 1:
-            typ = v.join_key_types[column]
-            return {val: [self.serialize([column], [self._value(typ, val)])] for val in values}
+            built = self._key_builder(column, v.join_key_types[column])(values)
+            return {val: [k] for val, k in zip(values, built)}
         from feast.infra.key_encoding_utils import deserialize_entity_key
 
         wanted = {str(val): val for val in values}
         out: dict[Any, list[bytes]] = {val: [] for val in values}
-        version = self.store.config.entity_key_serialization_version
+        version = self._key_version
         for key in self._all_online_keys(v):
             ek = deserialize_entity_key(key, entity_key_serialization_version=version)
             for jk, val in zip(ek.join_keys, ek.entity_values):
@@ -222,12 +318,11 @@ class FeastRepo:
             finally:
                 conn.close()
             return found
-        ts = f"_ts:{self._versioned(v)}".encode()
-        with self._redis.pipeline(transaction=False) as pipe:
-            for k in flat:
-                pipe.hexists(self._redis_key(k), ts)
-            found = {k for k, hit in zip(flat, pipe.execute()) if hit}
-        return found
+        fields = self._redis_fields(v)
+        flags = "".join(_text(self._redis_script(_PRESENT_LUA, ks, fields))
+                        for ks in self._redis_batches(flat))
+        assert len(flags) == len(flat), "the Redis check did not answer for every key"
+        return {k for k, hit in zip(flat, flags) if hit == "1"}
 
     def delete_online(self, v: FeatureViewInfo, keys: list[bytes]) -> int:
         """Delete the view's rows of these entity keys; returns how many keys had any."""
@@ -251,29 +346,36 @@ class FeastRepo:
                 return deleted
             finally:
                 conn.close()
+        fields = self._redis_fields(v)
+        return sum(self._redis_script(_ERASE_LUA, ks, fields) for ks in self._redis_batches(keys))
+
+    def _redis_fields(self, v: FeatureViewInfo) -> list[bytes]:
+        """The view's fields in an entity's hash, as Feast writes them: `_ts:<view>` first,
+        then the murmur3 hash of `<view>:<feature>` per feature (versioned view name)."""
         from feast.infra.online_stores.helpers import _mmh3
 
         name = self._versioned(v)
-        ts = f"_ts:{name}".encode()
-        fields = [_mmh3(f"{name}:{f}") for f in v.features] + [ts]
+        return [f"_ts:{name}".encode()] + [_mmh3(f"{name}:{f}") for f in v.features]
+
+    def _redis_batches(self, keys: list[bytes]) -> list[list[bytes]]:
+        """The Redis keys (entity key + project) in script-sized batches; on a Redis
+        Cluster, one batch per hash slot, since a script may only touch keys of one slot."""
+        from redis.cluster import RedisCluster
+
         rkeys = [self._redis_key(k) for k in keys]
-        with self._redis.pipeline(transaction=False) as pipe:
+        groups = [rkeys]
+        if isinstance(self._redis, RedisCluster):
+            by_slot: dict[int, list[bytes]] = {}
             for k in rkeys:
-                pipe.hkeys(k)
-            all_fields = pipe.execute()
-        deleted = 0
-        with self._redis.pipeline(transaction=True) as pipe:
-            for k, have in zip(rkeys, all_fields):
-                if ts not in have:
-                    continue
-                deleted += 1
-                views = {f for f in have if f.startswith(b"_ts:")}
-                if views == {ts}:
-                    pipe.delete(k)          # no other view shares this entity's hash
-                else:
-                    pipe.hdel(k, *fields)
-            pipe.execute()
-        return deleted
+                by_slot.setdefault(self._redis.keyslot(k), []).append(k)
+            groups = list(by_slot.values())
+        return [g[i:i + REDIS_BATCH] for g in groups for i in range(0, len(g), REDIS_BATCH)]
+
+    def _redis_script(self, lua: str, keys: list[bytes], fields: list[bytes]) -> Any:
+        script = self._scripts.get(lua)
+        if script is None:
+            script = self._scripts[lua] = self._redis.register_script(lua)
+        return script(keys=keys, args=fields)
 
     # ---- what Feast itself would read and serve ------------------------------------------
     def offline_read(self, v: FeatureViewInfo, column: str, values: Sequence[Any]
