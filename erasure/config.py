@@ -199,6 +199,25 @@ class EnrichEntry(BaseModel):
                           Must("a positive integer")] = 20
 
 
+STORAGE_SCHEMES = ("s3://", "s3a://", "gs://", "abfss://", "az://")
+
+
+def _a_store_prefix(prefix: str) -> str:
+    scheme, sep, rest = prefix.partition("://")
+    if not sep or f"{scheme}://" not in STORAGE_SCHEMES or not rest.split("/")[0]:
+        raise refuse("must be an object-store prefix with a bucket or container: "
+                     + ", ".join(f'"{s}<bucket>[/path]"' for s in STORAGE_SCHEMES))
+    return prefix
+
+
+class StorageEntry(BaseModel):
+    """`[[storage]]`: the options (deltalake's keys, strings) for every table and dataset
+    under `prefix`; the longest matching prefix wins (connectors/objectstore.py)."""
+    model_config = SECTION
+    prefix: Annotated[Text, AfterValidator(_a_store_prefix)]
+    options: dict[str, Text] = Field(default_factory=dict)
+
+
 class CoreFile(BaseModel):
     """The core sections; `file_model()` adds each connector's."""
     model_config = SECTION
@@ -209,6 +228,7 @@ class CoreFile(BaseModel):
     datasets: list[DatasetEntry] = Field(default_factory=list)
     identities: list[IdentityEntry] = Field(default_factory=list)
     enrich: list[EnrichEntry] = Field(default_factory=list)
+    storage: list[StorageEntry] = Field(default_factory=list)
     signing: SigningSection = SigningSection()
 
     @model_validator(mode="after")
@@ -220,6 +240,10 @@ class CoreFile(BaseModel):
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise refuse(f"[[identities]] declares {', '.join(twice)} more than once")
+        prefixes = [s.prefix.rstrip("/") for s in self.storage]
+        twice = sorted({p for p in prefixes if prefixes.count(p) > 1})
+        if twice:
+            raise refuse(f"[[storage]] names the prefix {', '.join(twice)} more than once")
         return self
 
 
@@ -288,6 +312,8 @@ class Config:
     # the declared identity types by name ([[identities]]); root identities need none
     identities: Mapping[str, Any] = field(default_factory=dict)
     enrich: tuple[Enrichment, ...] = ()
+    # `[[storage]]` entries (prefix, options), in the file's order
+    storage: tuple[Any, ...] = ()
 
     def section(self, key: str) -> Any:
         return self.sections.get(key)
@@ -519,4 +545,5 @@ def _build(raw: dict, path: Path, base: Path) -> Config:
                                           e.from_column, e.to_column,
                                           e.from_identity or e.from_column,
                                           e.to_identity or e.to_column, e.max_values)
-                               for e in f.enrich))
+                               for e in f.enrich),
+                  storage=tuple(f.storage))

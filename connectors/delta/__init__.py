@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -30,13 +31,13 @@ from ..base import (Capabilities, ConnectorPlugin, ConnectorRegistry, EraseResul
 from . import logclean
 from .config import DeltaSettings
 from ..keymatch import array_of, arrow_table
-from .residue import FolderScan, ScanMemo, scan_table_folder
+from ..objectstore import OBJECT_STORE_SCHEMES, Denied, ObjectPrefix, options_for
+from .residue import FolderScan, ScanMemo, scan_object_prefix, scan_table_folder
 from .sql import count_by_key_sql, quote_ident
 
 if TYPE_CHECKING:
     from erasure.config import Config
 
-OBJECT_STORE_SCHEMES = ("s3://", "s3a://", "gs://", "abfss://", "az://")
 DEFAULT_LOG_RETENTION = "interval 30 days"
 DEFAULT_FILE_RETENTION = "interval 1 weeks"
 SQL_CHUNK = 500
@@ -57,16 +58,23 @@ class DeltaConnector:
     name = "delta"
     capabilities = Capabilities(
         residue_scan=True, batch=True, guard="versioned", erase_order=0,
-        notes=("residue scan covers local tables only; object-store tables are erased and "
-               "purged but their folder is not listed",))
+        notes=("residue scan covers local folders and object-store prefixes (every object "
+               "listed and read; in a versioned S3 bucket every noncurrent version too); what "
+               "the store refuses to list, read or delete is reported not verified",))
     presentation = Presentation("Delta Lake table", "Delta Lake tables",
                                 "rows deleted, files rewritten; residue purged",
                                 color="#2f6fb0", path_names=True)
 
     def __init__(self, settings: DeltaSettings | None = None,
                  before_commit: Callable[[str, int], None] | None = None,
-                 hooks: dict[str, Callable[..., None]] | None = None):
+                 hooks: dict[str, Callable[..., None]] | None = None,
+                 storage: Sequence[Any] = ()):
         self.settings = settings or DeltaSettings()
+        # `[[storage]]` entries (prefix, options): the longest prefix containing a table's
+        # URI gives its storage options, else `[delta.storage_options]`
+        self.storage = tuple(storage)
+        self._stores: dict[str, ObjectPrefix] = {}
+        self._is_delta: dict[str, bool] = {}
         # Failure injection for tests: called after the table is loaded, before the merge
         # commits (a real concurrent writer can commit in between).
         self.before_commit = before_commit
@@ -99,7 +107,35 @@ class DeltaConnector:
             return False
         if uri.startswith("/"):
             return Path(uri, "_delta_log").is_dir()
-        return True
+        if uri not in self._is_delta:
+            # a prefix with a _delta_log/ is a Delta table; one without it may be a plain
+            # Parquet dataset (connectors/parquet.py). A listing that fails is taken as
+            # Delta's: opening it then says what is wrong
+            from pyarrow.fs import FileSelector
+
+            store = self.store(uri)
+            try:
+                self._is_delta[uri] = bool(store.fs.get_file_info(FileSelector(
+                    store._path("_delta_log"), allow_not_found=True)))
+            except Exception:
+                self._is_delta[uri] = True
+        return self._is_delta[uri]
+
+    def storage_options(self, uri: str) -> dict[str, str]:
+        """The options deltalake and the listing get for this table (`[[storage]]`)."""
+        if uri.startswith("/"):
+            return dict(self.settings.storage_options)
+        return options_for(uri, self.storage, self.settings.storage_options)
+
+    def store(self, uri: str) -> ObjectPrefix:
+        """The table's prefix on its object store (one per table and process)."""
+        if uri not in self._stores:
+            self._stores[uri] = ObjectPrefix(uri, self.storage_options(uri))
+        return self._stores[uri]
+
+    def object_store(self, namespace: str, name: str) -> ObjectPrefix | None:
+        uri = self.uri(namespace, name)
+        return self.store(uri) if uri and not uri.startswith("/") else None
 
     def local_path(self, namespace: str, name: str) -> Path | None:
         """The table's real folder: symlinks resolved, as delta-rs resolves them in the
@@ -138,7 +174,7 @@ class DeltaConnector:
                 del self._latest[uri]
         try:
             dt = DeltaTable(uri, version=version,
-                            storage_options=self.settings.storage_options or None)
+                            storage_options=self.storage_options(uri) or None)
         except TableNotFoundError as exc:
             raise UnknownDatasetError(f"no Delta table at {uri}") from exc
         if version is None:
@@ -290,9 +326,10 @@ class DeltaConnector:
                     "commits deleted (no table setting is changed): time travel to earlier "
                     "versions is lost")
             if self.local_path(namespace, name) is None:
-                # the steps run, but nothing lists the prefix afterwards: said, not claimed
-                note = ("the purge runs (vacuum, change data named by the log, log cleanup) "
-                        "but its result on an object store is not checked: not verified")
+                note = (f"object store {self.uri(namespace, name)}: " + note + "; then every "
+                        "object under the prefix is listed and read, and in a versioned bucket "
+                        "the noncurrent versions of the objects removed or rewritten (and any "
+                        "holding the subject) are deleted and every noncurrent version checked")
             return {"mode": "purge", "remains": [], "until": None, "note": note}
         return {"mode": "keep-history",
                 "remains": ["old data files with the subject's rows (time travel)",
@@ -323,23 +360,34 @@ class DeltaConnector:
             out.add(os.path.relpath(p, root).replace(os.sep, "/"))
         return out
 
-    def scan(self, namespace: str, name: str, column: str, values: Sequence[Any],
-             dt=None) -> FolderScan | None:
-        root = self.local_path(namespace, name)
-        if root is None:
-            return None
-        dt = dt or self.open(namespace, name)
-        import pyarrow as pa
+    def _live_rels(self, dt, uri: str) -> set[str]:
+        """Data files of `dt`'s version, relative to an object-store table's URI."""
+        base = uri.rstrip("/").partition("://")[2] + "/"
+        out = set()
+        for u in dt.file_uris():
+            rest = u.partition("://")[2] if "://" in u else u
+            out.add(unquote(rest[len(base):] if rest.startswith(base) else rest))
+        return out
 
+    def scan(self, namespace: str, name: str, column: str, values: Sequence[Any],
+             dt=None) -> FolderScan:
+        root = self.local_path(namespace, name)
+        dt = dt or self.open(namespace, name)
         fields = self._fields(dt)
         names = {column, fields.get(column, ("", column))[1]}
-        live = self._live_files(dt, root)
-        missing = sorted(f for f in live if not (root / f).is_file())
-        if missing:
-            # a snapshot whose files are gone cannot prove anything about its rows
-            raise FileNotFoundError(f"{len(missing)} data files of the current version are not "
-                                    f"found (e.g. {missing[0]}); the table cannot be read")
-        sc = scan_table_folder(root, live, names, list(values), self._memo)
+        if root is None:
+            uri = self.table_uri(namespace, name)
+            sc = scan_object_prefix(self.store(uri), self._live_rels(dt, uri), names,
+                                    list(values), self._memo)
+        else:
+            live = self._live_files(dt, root)
+            missing = sorted(f for f in live if not (root / f).is_file())
+            if missing:
+                # a snapshot whose files are gone cannot prove anything about its rows
+                raise FileNotFoundError(f"{len(missing)} data files of the current version "
+                                        f"are not found (e.g. {missing[0]}); the table cannot "
+                                        "be read")
+            sc = scan_table_folder(root, live, names, list(values), self._memo)
         if column in dt.metadata().partition_columns:
             # the key is in the log's partitionValues, not in the file (nor always in its
             # folder name: Spark with column mapping uses random prefixes)
@@ -380,10 +428,10 @@ class DeltaConnector:
             for v, traces in sc.traces.items():
                 if v in residue:
                     residue[v] = sorted(f"{f} ({k})" for f, k in traces.items())
-        not_verified = []
-        if self.local_path(namespace, name) is None:
+        not_verified = list(sc.not_verified) if sc is not None else []
+        if sc is None and self.local_path(namespace, name) is None:
             not_verified.append(
-                f"object store: files under {self.uri(namespace, name)} were not listed, so "
+                f"object store: objects under {self.uri(namespace, name)} were not listed, so "
                 "old data files, change data (_change_data/), deletion-vector files and "
                 "_delta_log entries were not checked for the subject")
         return TargetCount(rows=rows, files=files, version=dt.version(), residue=residue,
@@ -512,13 +560,13 @@ class DeltaConnector:
             dt = self.open(namespace, name)
             sc = self.scan(namespace, name, column, values, dt)
             root = self.local_path(namespace, name)
-            if sc is None or root is None:
-                return rewritten    # no local folder (purge calls this only for one)
             dirty = sorted({f for v in values for f in sc.live.get(v, ())})
             if not dirty:
                 return rewritten
             phys = self._fields(dt)[column][1]
-            pf = pq.ParquetFile(root / unquote(dirty[0]))
+            store = self.object_store(namespace, name)
+            pf = pq.ParquetFile(root / unquote(dirty[0]) if root is not None
+                                else store.open_rel(dirty[0]))      # type: ignore[union-attr]
             # named by its file name only: the folders above it can be partition values
             # holding the key itself
             fname = Path(unquote(dirty[0])).name
@@ -601,6 +649,83 @@ class DeltaConnector:
                         removed.append(os.path.relpath(Path(dirpath) / fn, root))
         return removed
 
+    def _remove_object_leftovers(self, store: ObjectPrefix, namespace: str, name: str,
+                                 column: str, values: Sequence[Any], names: logclean.LogNames,
+                                 res: PurgeResult) -> tuple[list[str], FolderScan]:
+        """`_remove_leftovers` for an object-store prefix: the same rules (removed or change
+        data per the log, or an orphan older than `[delta] orphan_grace` by its LastModified;
+        never a file the latest version references), on the listing. Returns the objects
+        deleted and the scan (its noncurrent versions holding a key, for the version purge)."""
+        uri = store.uri
+        removed: list[str] = []
+        dt = self.open(namespace, name)
+        fields = self._fields(dt)
+        self._hook("leftover_scan", uri)
+        sc = scan_object_prefix(store, self._live_rels(dt, uri),
+                                {column, fields.get(column, ("", column))[1]}, list(values),
+                                self._memo)
+        self._hook("before_leftover_delete", uri)
+        now, young, grace = time.time(), 0, self.settings.orphan_grace
+        holders = sorted({rel for v in values for rel, kind in sc.residue(v).items()
+                          if kind in ("change data file", "data file")})
+        for rel in holders:
+            obj = sc.objects.get(rel)
+            if obj is None:
+                continue
+            if not (rel in names.removed or rel in names.cdc) and now - obj.mtime < grace:
+                young += 1
+                continue
+            if rel in self._live_rels(self.open(namespace, name), uri):
+                continue       # committed by another writer meanwhile: live data
+            try:
+                store.delete(rel)
+            except Denied as exc:
+                res.notes.append(f"object store: {exc}; verification reports what it holds")
+                continue
+            removed.append(rel)
+        if young:
+            res.notes.append(
+                f"{young} object(s) holding a key were left: the log never named them as "
+                "removed or as change data and they are younger than the "
+                f"{timedelta(seconds=grace)} grace period ([delta] orphan_grace); "
+                "verification reports them, a later purge removes them once they are older")
+        return removed, sc
+
+    @staticmethod
+    def _delete_noncurrent(store: ObjectPrefix, touched: set[str], holding: set[str],
+                           res: PurgeResult) -> int:
+        """In a versioned bucket, delete (by version id) the noncurrent versions of the
+        objects this purge removed or rewrote (`touched`), and those a scan found holding a
+        key (`holding`, version idents), and nothing else. What the store refuses is said in
+        the notes; verification then reports what is left."""
+        from ..objectstore import versions_unchecked_reason
+
+        why = versions_unchecked_reason(store)
+        if why:
+            res.notes.append(f"object store: {why}")
+            return 0
+        try:
+            if not store.versioning():
+                return 0
+            versions = store.noncurrent()
+        except Denied as exc:
+            res.notes.append(f"object store: {exc}; noncurrent versions were not deleted")
+            return 0
+        deleted = refused = 0
+        first = ""
+        for v in versions:
+            if v.rel in touched or v.ident in holding:
+                try:
+                    store.delete_version(v)
+                    deleted += 1
+                except Denied as exc:
+                    refused += 1
+                    first = first or str(exc)
+        if refused:
+            res.notes.append(f"object store: {first} ({refused} version(s) refused); "
+                             "verification reports those that hold the subject")
+        return deleted
+
     @staticmethod
     def _remove_empty_folders(root: Path) -> list[str]:
         removed = []
@@ -618,15 +743,15 @@ class DeltaConnector:
         a new run repeats the steps, each of which is safe to repeat)."""
         from deltalake import CommitProperties
 
-        res = PurgeResult()
         uri = self.table_uri(namespace, name)
         root = self.local_path(namespace, name)
-        fs = logclean.storage(str(root) if root else uri, self.settings.storage_options)
+        res = PurgeResult() if root else StorePurgeResult(object_store=uri)
+        fs = logclean.storage(str(root) if root else uri, self.storage_options(uri))
         # only deletion vectors leave erased rows inside live files; without them the
         # MERGE rewrote every file it touched, so this scan would find nothing
         has_dv = "deletionVectors" in (self.open(namespace, name).protocol().reader_features or [])
         res.dv_files_rewritten = (self._rewrite_soft_deleted(namespace, name, column, values, tag)
-                                  if root and has_dv else 0)
+                                  if has_dv else 0)
         # retention 0 needs no setting: enforce_retention_duration=False allows it
         res.files_vacuumed = list(self.open(namespace, name).vacuum(
             retention_hours=0, dry_run=False, enforce_retention_duration=False))
@@ -657,10 +782,33 @@ class DeltaConnector:
                                                          names, res)
             res.folders_removed = self._remove_empty_folders(root)
         else:
-            res.notes.append("object store: rows hidden by deletion vectors and files no "
-                             "commit names were not looked for (the prefix is not listed)")
+            store = self.store(uri)
+            left, sc = self._remove_object_leftovers(store, namespace, name, column, values,
+                                                     names, res)
+            res.files_vacuumed += left
+            touched = {*res.files_vacuumed, *res.log_files_removed,
+                       f"{logclean.LOG}/{version:020d}.checkpoint.parquet",
+                       f"{logclean.LOG}/_last_checkpoint"}
+            holding = {k for k, o in sc.objects.items() if o.version_id is not None}
+            assert isinstance(res, StorePurgeResult)
+            res.noncurrent_versions_deleted = self._delete_noncurrent(store, touched, holding,
+                                                                      res)
         res.version_after = self.open(namespace, name).version()
         return res
+
+
+@dataclass
+class StorePurgeResult(PurgeResult):
+    """A purge on an object store: also which prefix, and the noncurrent versions deleted."""
+
+    object_store: str = ""
+    noncurrent_versions_deleted: int = 0
+
+    def evidence(self) -> dict[str, Any]:
+        out = super().evidence()
+        out.update(object_store=self.object_store,
+                   noncurrent_versions_deleted=self.noncurrent_versions_deleted)
+        return out
 
 
 def pa_column(batch, name: str) -> list:
@@ -668,7 +816,7 @@ def pa_column(batch, name: str) -> list:
 
 
 def _build(config: Config, registry: ConnectorRegistry) -> DeltaConnector:
-    return DeltaConnector(config.section("delta"))
+    return DeltaConnector(config.section("delta"), storage=config.storage)
 
 
 PLUGIN = ConnectorPlugin("delta", DeltaConnector.presentation, _build, section="delta",

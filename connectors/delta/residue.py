@@ -10,7 +10,10 @@ subject's identifier". It reads, for every file:
     log text is not searched: short keys ("42") would match paths, UUIDs and timestamps;
   - any other file: a byte search for string keys.
 Deletion-vector files hold row positions only and are skipped.
-Local folders only; object stores are not scanned (the plan says so).
+Local folders are walked (`scan_table_folder`); an object-store prefix is listed and its
+objects, and in a versioned S3 bucket every noncurrent version under it, are read in parallel
+the same way (`scan_object_prefix`). What the store refuses to list or read is reported in
+`FolderScan.not_verified`, never taken as clean.
 """
 
 from __future__ import annotations
@@ -44,6 +47,13 @@ class FolderScan:
     # data and change-data files not read again: an earlier scan in this process read them
     # for the same keys and they are unchanged (same path, size and modification time)
     files_unchanged: int = 0
+    # parts not looked at, each with the reason (object stores: a permission refused, no
+    # versions listing): absence is NOT proven there
+    not_verified: list[str] = field(default_factory=list)
+    # object stores: every noncurrent version listed, and the object (version) behind each
+    # trace that names one, so the purge can delete it by its version id
+    noncurrent: list[Any] = field(default_factory=list)
+    objects: dict[str, Any] = field(default_factory=dict)
 
     def add_live(self, v: Any, f: str) -> None:
         self.live.setdefault(v, set()).add(f)
@@ -152,15 +162,15 @@ class _Matcher:
                 self.walk(x, hits, ctx)
 
 
-def _parquet_hits(path: Path, names: set[str], m: _Matcher, scan: FolderScan) -> dict:
-    """Rows per key value in one Parquet file (row groups skipped by their statistics)."""
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(path)
+def _parquet_hits(pf, names: set[str], m: _Matcher) -> tuple[dict, int]:
+    """Rows per key value in one Parquet file (a pq.ParquetFile: its footer is read first,
+    then only the key column of the row groups whose min/max statistics admit a key), and
+    how many row groups the statistics skipped."""
     cols = [n for n in pf.schema_arrow.names if n in names]
     hits: dict = {}
+    skipped = 0
     if not cols:
-        return hits
+        return hits, skipped
     sorted_vals = sorted(m.values)
     for col in cols:
         leaf = None
@@ -176,7 +186,7 @@ def _parquet_hits(path: Path, names: set[str], m: _Matcher, scan: FolderScan) ->
                 try:
                     j = bisect_left(sorted_vals, lo)
                     if j >= len(sorted_vals) or sorted_vals[j] > hi:
-                        scan.row_groups_skipped += 1
+                        skipped += 1
                         continue
                 except TypeError:
                     pass
@@ -189,7 +199,7 @@ def _parquet_hits(path: Path, names: set[str], m: _Matcher, scan: FolderScan) ->
             for key, n in counts.items():
                 for v in m.equal(key):
                     hits[v] = hits.get(v, 0) + n
-    return hits
+    return hits, skipped
 
 
 def _value_array(values: list[Any], typ):
@@ -265,7 +275,8 @@ def scan_table_folder(root: Path, live_files: set[str], names: set[str],
                 elif fn.endswith(".parquet"):
                     kind = "change data file" if rel.startswith("_change_data/") else "data file"
                     if seen is None:
-                        counts = _parquet_hits(full, names, m, scan)
+                        counts, skipped = _parquet_hits(pq.ParquetFile(full), names, m)
+                        scan.row_groups_skipped += skipped
                     else:
                         st = full.stat()
                         ident = (str(full), st.st_size, st.st_mtime_ns)
@@ -273,7 +284,8 @@ def scan_table_folder(root: Path, live_files: set[str], names: set[str],
                             counts = dict(seen[ident])
                             scan.files_unchanged += 1
                         else:
-                            counts = _parquet_hits(full, names, m, scan)
+                            counts, skipped = _parquet_hits(pq.ParquetFile(full), names, m)
+                            scan.row_groups_skipped += skipped
                             seen[ident] = dict(counts)
                     for v in _partition_hits(rel, m):
                         counts[v] = counts.get(v, 0) + pq.ParquetFile(full).metadata.num_rows
@@ -307,4 +319,158 @@ def scan_table_folder(root: Path, live_files: set[str], names: set[str],
             else:
                 for v in hits:
                     scan.add_trace(v, rel, kind)
+    return scan
+
+
+def _kind_of(rel: str) -> str | None:
+    """What an object under a table is, by its path: None for deletion-vector files (row
+    positions only, nothing to read)."""
+    fn = rel.rsplit("/", 1)[-1]
+    in_log = rel.startswith("_delta_log/")
+    if fn.endswith(".parquet"):
+        return "log checkpoint" if in_log else (
+            "change data file" if rel.startswith("_change_data/") else "data file")
+    if in_log and (fn.endswith(".json") or fn.endswith(".crc") or fn == "_last_checkpoint"):
+        return "log entry"
+    if fn.startswith("deletion_vector_") and fn.endswith(".bin"):
+        return None
+    return "other file"
+
+
+def _object_hits(store, obj, kind: str, names: set[str], m: _Matcher) -> tuple[dict, int]:
+    """Rows (or 1 per trace) per key in one object or object version, reading only what can
+    hold a key: a data file's footer, then its key column where the statistics admit a key."""
+    import pyarrow.parquet as pq
+
+    counts: dict = {}
+    skipped = 0
+    if kind in ("data file", "change data file"):
+        f = store.open(obj)
+        try:
+            pf = pq.ParquetFile(f)
+            counts, skipped = _parquet_hits(pf, names, m)
+            for v in _partition_hits(obj.rel, m):
+                counts[v] = counts.get(v, 0) + pf.metadata.num_rows
+        finally:
+            f.close()
+        return counts, skipped
+    hits: set = set()
+    if kind == "log checkpoint":
+        f = store.open(obj)
+        try:
+            m.walk(pq.ParquetFile(f).read().to_pylist(), hits)     # no pandas
+        finally:
+            f.close()
+    elif kind == "log entry":
+        for line in store.read(obj).decode("utf-8", "replace").splitlines():
+            if line.strip():
+                try:
+                    m.walk(json.loads(line), hits)
+                except json.JSONDecodeError:
+                    hits.update(m.in_text(line) if not m.is_int else [])
+    elif not m.is_int:
+        data = store.read(obj)
+        hits = {v for v in m.values if v.encode("utf-8") in data}
+    return dict.fromkeys(hits, 1), skipped
+
+
+def scan_object_prefix(store, live_files: set[str], names: set[str], values: list[Any],
+                       memo: ScanMemo | None = None, versions: bool = True,
+                       only: set[str] | None = None) -> FolderScan:
+    """`scan_table_folder` for an object-store prefix (connectors/objectstore.ObjectPrefix):
+    every object under it is listed and checked for `values`, in parallel; with `versions`,
+    so is every noncurrent version in a versioned S3 bucket. A listing, read or version
+    listing the store refuses goes to `not_verified` with the reason (never a pass); any other
+    unreadable object is a trace ("cannot prove absence"), as in a local folder. `only`: the
+    relative paths to look at (a single-object dataset), every object when None."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..objectstore import SCAN_THREADS, Denied, is_denied, versions_unchecked_reason
+
+    scan = FolderScan()
+    m = _Matcher(values, names)
+    seen = memo.of(names, values) if memo is not None else None
+    try:
+        objs = store.listing()
+    except Denied as exc:
+        scan.not_verified.append(f"object store: {exc}, so nothing under {store.uri} was "
+                                 "checked for the subject")
+        return scan
+    noncurrent = []
+    if versions:
+        why = versions_unchecked_reason(store)
+        if why:
+            scan.not_verified.append(f"object store: {why}")
+        else:
+            try:
+                if store.versioning():
+                    noncurrent = store.noncurrent()
+            except Denied as exc:
+                scan.not_verified.append(
+                    f"object store: {exc}, so noncurrent versions under {store.uri} were not "
+                    "checked for the subject")
+    if only is not None:
+        objs = [o for o in objs if o.rel in only]
+        noncurrent = [o for o in noncurrent if o.rel in only]
+    scan.noncurrent = noncurrent
+    prefixes = {rel.rsplit("/", 1)[0] for rel in (o.rel for o in objs) if "/" in rel}
+    for d in sorted({"/".join(p.split("/")[:i + 1]) for p in prefixes
+                     for i in range(p.count("/") + 1)}):
+        for v in _partition_hits(d + "/", m):
+            if not any(f.startswith(d + "/") for f in live_files):
+                scan.add_trace(v, d + "/", "prefix named by the key")
+
+    def one(obj):
+        kind = _kind_of(obj.rel)
+        if kind is None:
+            return obj, kind, None, 0, None, False
+        ident = (store.uri, obj.ident, obj.size, obj.mtime)
+        cacheable = seen is not None and kind in ("data file", "change data file")
+        if cacheable and seen is not None and ident in seen:
+            return obj, kind, dict(seen[ident]), 0, None, True
+        try:
+            counts, skipped = _object_hits(store, obj, kind, names, m)
+        except Exception as exc:       # an unreadable object is a finding, not a pass
+            if not isinstance(exc, Denied) and is_denied(exc):
+                what = "a noncurrent version of " if obj.version_id else ""
+                exc = Denied(f"reading {what}{obj.rel.rsplit('/', 1)[-1]} was refused")
+            return obj, kind, None, 0, exc, False
+        if cacheable and seen is not None:
+            seen[ident] = dict(counts)
+        return obj, kind, counts, skipped, None, False
+
+    denied: list[str] = []
+    with ThreadPoolExecutor(max_workers=SCAN_THREADS) as pool:
+        for obj, kind, counts, skipped, err, cached in pool.map(one, objs + noncurrent):
+            if kind is None:
+                continue
+            scan.files_scanned += 1
+            scan.row_groups_skipped += skipped
+            scan.files_unchanged += int(cached)
+            old = obj.version_id is not None
+            where = obj.ident
+            if err is not None:
+                if isinstance(err, Denied):
+                    denied.append(str(err))
+                else:
+                    for v in values:
+                        scan.add_trace(v, where, f"unreadable ({type(err).__name__}); "
+                                                 "cannot prove absence")
+                        scan.objects[where] = obj
+                continue
+            if not counts:
+                continue
+            if kind == "data file" and not old and obj.rel in live_files:
+                for v, n in counts.items():
+                    scan.add_live(v, obj.rel)
+                    scan.live_rows[v] = scan.live_rows.get(v, 0) + n
+                continue
+            label = f"noncurrent version of {kind}" if old else kind
+            for v in counts:
+                scan.add_trace(v, where, label)
+            scan.objects[where] = obj
+    if denied:
+        more = f" and {len(denied) - 1} more" if len(denied) > 1 else ""
+        scan.not_verified.append(f"object store: {denied[0]}{more} under {store.uri}, so "
+                                 "the subject's absence there is not proven")
     return scan
