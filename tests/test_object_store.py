@@ -217,11 +217,18 @@ def test_versioned_bucket_noncurrent_versions_are_counted_deleted_and_checked(s3
     holder = f"crm/contacts/notes/{SUBJECT}.json"
     client.put_object(Bucket=bucket, Key=holder, Body=json.dumps({"id": SUBJECT}).encode())
     client.put_object(Bucket=bucket, Key=holder, Body=b"{}")        # now a noncurrent version
+    # a Parquet object once holding the subject, overwritten: its old version holds it
+    for ids in ([SUBJECT, SUBJECT + 50], [SUBJECT + 50]):
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.table({"id": pa.array(ids, pa.int64())}), sink)
+        client.put_object(Bucket=bucket, Key="crm/contacts/old/part-x.parquet",
+                          Body=sink.getvalue().to_pybytes())
     c = DeltaConnector(DeltaSettings(residue="purge", storage_options=opts))
     planned = c.count(f"s3://{bucket}", "crm/contacts", "id", [SUBJECT])
     assert planned.not_verified == []
-    assert [r for r in planned.residue[SUBJECT] if "(noncurrent version of" in r] == [], \
-        "a plain text file is not searched for an integer key"
+    old = [r for r in planned.residue[SUBJECT] if "(noncurrent version of" in r]
+    assert len(old) == 1 and old[0].startswith("old/part-x.parquet?versionId=") \
+        and old[0].endswith("(noncurrent version of data file)"), planned.residue
     c.erase(f"s3://{bucket}", "crm/contacts", "id", [SUBJECT], "t1")
     mid = c.count(f"s3://{bucket}", "crm/contacts", "id", [SUBJECT])
     kept = noncurrent_count(client, bucket, "crm/contacts/")
@@ -264,11 +271,9 @@ def test_parquet_dataset_on_a_versioned_bucket_is_rewritten_and_its_old_version_
 
 
 # ---- what the store refuses is never verified ----------------------------------------------
-def test_an_object_a_bucket_policy_forbids_reading_is_not_verified(s3_server):
-    opts, client, bucket = s3_server.options, s3_server.client, s3_server.bucket
-    uri = f"s3://{bucket}/crm/contacts"
-    contacts(uri, opts, cdf=False, checkpoint=False)
-    # an uncommitted data file another writer left, that the engine may not read
+def forbidden_object(client, bucket: str) -> None:
+    """A data file under the table (another writer's, uncommitted) that a bucket policy
+    forbids everyone to read (moto enforces a bucket policy's Deny on object requests)."""
     sink = pa.BufferOutputStream()
     pq.write_table(pa.table({"id": pa.array([SUBJECT + 99], pa.int64())}), sink)
     client.put_object(Bucket=bucket, Key="crm/contacts/part-foreign.parquet",
@@ -277,12 +282,46 @@ def test_an_object_a_bucket_policy_forbids_reading_is_not_verified(s3_server):
         "Version": "2012-10-17", "Statement": [{
             "Effect": "Deny", "Principal": "*", "Action": "s3:GetObject",
             "Resource": f"arn:aws:s3:::{bucket}/crm/contacts/part-foreign.parquet"}]}))
+
+
+def test_an_object_a_bucket_policy_forbids_reading_is_not_verified(s3_server):
+    opts, client, bucket = s3_server.options, s3_server.client, s3_server.bucket
+    uri = f"s3://{bucket}/crm/contacts"
+    contacts(uri, opts, cdf=False, checkpoint=False)
+    # an uncommitted data file another writer left, that the engine may not read
+    forbidden_object(client, bucket)
     c = DeltaConnector(DeltaSettings(storage_options=opts))
     counted = c.count(f"s3://{bucket}", "crm/contacts", "id", [SUBJECT])
     assert counted.rows == {SUBJECT: 1}
     [why] = counted.not_verified
     assert "part-foreign.parquet" in why and "refused" in why and "not proven" in why
     assert str(SUBJECT) not in why
+
+
+def test_a_run_that_may_not_read_an_object_ends_not_verified_never_completed(
+        s3_server, tmp_path, capsys, monkeypatch):
+    """Through the CLI: the erase and purge run, the verification cannot read one object, so
+    the request is incomplete (exit 6) and its status says why; it is never completed."""
+    opts, client, bucket = s3_server.options, s3_server.client, s3_server.bucket
+    contacts(f"s3://{bucket}/crm/contacts", opts, cdf=False, checkpoint=False)
+    forbidden_object(client, bucket)
+    monkeypatch.delenv("ERASURE_SUBJECT_KEY", raising=False)
+    table = "\n".join(f'{k} = "{v}"' for k, v in opts.items())
+    cfg = tmp_path / "erasure.toml"
+    cfg.write_text(f'[lineage]\nevents = []\n[[roots]]\nnamespace = "s3://{bucket}"\n'
+                   f'name = "crm/contacts"\ncolumn = "id"\n[[storage]]\n'
+                   f'prefix = "s3://{bucket}/crm"\n[storage.options]\n{table}\n')
+    code, sub, err = _cli(cfg, capsys, "request", "submit", "--subject-id", str(SUBJECT))
+    rid = sub["request_id"]
+    code, res, err = _cli(cfg, capsys, "run", rid)
+    assert code == 6, (code, res, err)
+    code, st, err = _cli(cfg, capsys, "status", rid)
+    assert st["status"] == "incomplete", st
+    said = json.dumps(st)
+    assert "not verified" in said and "part-foreign.parquet was refused" in said, said
+    assert str(SUBJECT) not in said
+    assert rows(f"s3://{bucket}/crm/contacts", opts, "id") == list(range(SUBJECT + 1,
+                                                                          SUBJECT + 30))
 
 
 def _restricted_user(endpoint: str, bucket: str, deny: list[str]) -> dict:
