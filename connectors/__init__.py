@@ -32,7 +32,7 @@ GROUP = "erasure.connectors"
 # the entry points this repository's pyproject.toml declares, for an uninstalled source tree
 BUILTIN = {"delta": "connectors.delta:PLUGIN", "parquet": "connectors.parquet:PLUGIN",
            "feast": "connectors.feast:PLUGIN", "mlflow": "connectors.mlflow:PLUGIN",
-           "sql": "connectors.sql:PLUGIN"}
+           "sql": "connectors.sql:PLUGIN", "spark": "connectors.spark:PLUGIN"}
 
 
 def _load(ref: str) -> Any:

@@ -1,7 +1,7 @@
 """Which optional library each configured connector needs, checked before it is built.
 
-Feast, MLflow and SQL are extras (`pip install 'erasure[feast]'`, `'erasure[mlflow]'`,
-`'erasure[sql]'`, or `'erasure[all]'`). A config that names a connector whose library is not
+Feast, MLflow, SQL and Spark are extras (`pip install 'erasure[feast]'`, `'erasure[mlflow]'`,
+`'erasure[sql]'`, `'erasure[spark]'`, or `'erasure[all]'`). A config that names a connector whose library is not
 installed is a configuration error (exit 3) that says what to install, raised when the
 registry is built, before anything is planned or recorded. The check asks `importlib.util.find_spec`, which looks
 the module up on the path without importing it: building the registry stays cheap.
@@ -32,6 +32,7 @@ MLFLOW = Extra("[mlflow]", "mlflow", "erasure[mlflow]")
 # neither MLflow nor the extra installs
 MLFLOW_POSTGRES = Extra("[mlflow] with a postgresql:// uri", "psycopg2", "psycopg2-binary")
 SQL = Extra("[[sql]]", "sqlalchemy", "erasure[sql]")
+SPARK = Extra("[spark]", "pyspark", "erasure[spark]")
 # a postgresql:// [[sql]] url is opened with psycopg2 (the extra installs it; a bare
 # postgresql:// would mean psycopg 3 to SQLAlchemy 2.1)
 SQL_POSTGRES = Extra("[[sql]] with a postgresql:// url", "psycopg2", "erasure[sql]")

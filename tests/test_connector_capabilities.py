@@ -112,8 +112,10 @@ def test_no_connector_is_named_in_the_core():
 
 def test_presentation_comes_from_the_connector():
     shown = presentations()
-    assert list(shown)[:2] == ["delta", "parquet"]
-    assert {"delta", "parquet", "feast", "mlflow"} <= set(shown)
+    # spark asks first: it takes the Delta tables its [spark] tables patterns name
+    assert list(shown)[:3] == ["spark", "delta", "parquet"]
+    assert {"delta", "parquet", "feast", "mlflow", "sql"} <= set(shown)
+    assert shown["spark"].kind == "Delta Lake table (Spark)"
     assert (shown["delta"].kind, shown["delta"].kinds) == ("Delta Lake table", "Delta Lake tables")
     assert shown["mlflow"].action == "flagged for retraining"
     assert shown["parquet"].short("/lake/a/b/c.parquet") == "b/c.parquet"

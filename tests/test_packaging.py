@@ -83,12 +83,15 @@ def test_every_import_of_the_engine_is_installed_by_the_core_or_its_connector_ex
     feast_code = [f for f in code if f.is_relative_to(REPO / "connectors" / "feast")]
     mlflow_code = [REPO / "connectors" / "mlflow.py"]
     sql_code = [REPO / "connectors" / "sql.py"]
-    core_code = [f for f in code if f not in feast_code + mlflow_code + sql_code]
+    spark_code = [REPO / "connectors" / "spark.py"]
+    core_code = [f for f in code if f not in feast_code + mlflow_code + sql_code + spark_code]
     by_core = {canonicalize_name(d.metadata["Name"]) for d in _closure()}
     assert _unprovided(_imports(core_code), by_core) == set()
     assert _unprovided(_imports(feast_code), by_core | _expanded("feast")) == set()
     assert _unprovided(_imports(mlflow_code), by_core | _expanded("mlflow")) == set()
     assert _unprovided(_imports(sql_code), by_core | _expanded("sql")) == set()
+    assert _unprovided(_imports(spark_code), by_core | _expanded("spark")) == set()
+    assert "pyspark" in _imports(spark_code)
     assert {"feast", "yaml"} <= _imports(feast_code) and "mlflow" in _imports(mlflow_code)
     assert "sqlalchemy" in _imports(sql_code)
     owners = metadata.packages_distributions()
@@ -102,7 +105,10 @@ def test_extras_feast_mlflow_all_demo_test_exist_with_their_pins():
     assert _expanded("feast") == {"feast", "redis", "pyyaml"}
     assert _expanded("mlflow") == {"mlflow"}
     assert _expanded("sql") == {"sqlalchemy", "psycopg2-binary"}
-    assert _expanded("all") == _expanded("feast") | _expanded("mlflow") | _expanded("sql")
+    assert _expanded("spark") == {"pyspark-client"}
+    assert _expanded("all") == (_expanded("feast") | _expanded("mlflow") | _expanded("sql")
+                                | _expanded("spark"))
+    assert "pysail" in _expanded("test")
     assert {"scikit-learn", "numpy", "openlineage-python"} | _expanded("all") <= _expanded("demo")
     assert {"psycopg2-binary", "pytest"} | _expanded("demo") <= _expanded("test")
     # feast[delta] would pin deltalake<1.0: plain feast

@@ -1,0 +1,257 @@
+"""Delta tables erased on a Spark cluster through Spark Connect (`[spark] remote`).
+
+For the Delta tables `[spark] tables` names (glob patterns over the table's location; every
+Delta table by default), counting live rows, the erase and the verification's row count run
+on the cluster; this process never reads the tables' rows. What Spark Connect cannot do, or
+what a Spark cluster may lack (Sail, the server the tests use, has no VACUUM, no DESCRIBE
+HISTORY and no log cleanup), stays with deltalake exactly as for `connectors/delta`: the guard's
+versions and tolerance, the residue scan and the purge (VACUUM 0, checkpoint, log cleanup,
+rewriting files whose rows a deletion vector only hides).
+
+The subject keys travel to the cluster as a DataFrame built from an Arrow table (a temporary
+view), never as literals in the SQL text: a literal IN list grows about quadratically in
+Spark's planner and breaks at ~10,000 ids, and it would put the keys into the table's log.
+The erase is
+
+    MERGE INTO delta.`<table>` t USING <keys view> s ON t.`<column>` = s.<marker>
+    WHEN MATCHED THEN DELETE
+
+where `<marker>` (the key column of the view) is derived from the run's tag: the commit's
+logged merge predicate names it and nothing else, which is how a resumed run finds the rows
+an interrupted attempt already deleted (Spark commits carry no custom metadata here). The
+rows deleted come from that commit's `operationMetrics`; its `engineInfo` names the cluster.
+
+This module imports no Spark library at import time (plug-ins are listed whenever a config
+is loaded): pyspark-client is imported when the first table is counted or erased.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import time
+from typing import TYPE_CHECKING, Any, Sequence
+
+from pydantic import BaseModel, Field, field_validator
+
+from erasure.config import SECTION, Text, refuse
+from erasure.errors import ConflictRetriesExhausted, ErasureFailed
+
+from .base import (Capabilities, ConnectorPlugin, ConnectorRegistry, EraseResult, Presentation,
+                   TargetCount)
+from .delta import DeltaConnector
+from .delta.config import DeltaSettings
+
+if TYPE_CHECKING:
+    from erasure.config import Config
+
+
+class SparkSettings(BaseModel):
+    """`[spark]`: where the cluster is and which Delta tables it erases."""
+
+    model_config = SECTION
+    remote: Text
+    # fnmatch patterns over the table's location (a path or an s3://... URI); every Delta
+    # table when absent
+    tables: list[Text] = Field(default_factory=lambda: ["*"])
+
+    @field_validator("remote")
+    @classmethod
+    def _spark_connect_url(cls, v: str) -> str:
+        if not v.startswith("sc://") or len(v) <= len("sc://"):
+            raise refuse('must be a Spark Connect URL such as "sc://host:15002"')
+        return v
+
+
+def marker(tag: str) -> str:
+    """The keys view's column for the run tagged `tag`: an identifier that names the run in
+    the commit's merge predicate and holds nothing of any subject."""
+    return "erasure_k_" + hashlib.sha256(tag.encode("utf-8")).hexdigest()[:20]
+
+
+def _backquote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+class SparkDeltaConnector(DeltaConnector):
+    """The Delta connector with its row counts and erase on a Spark Connect cluster."""
+
+    name = "spark"
+    capabilities = Capabilities(
+        residue_scan=True, batch=True, guard="versioned", erase_order=0,
+        notes=("rows counted and erased on the Spark cluster; the residue scan and the purge "
+               "run here with deltalake (the cluster may lack VACUUM and log cleanup)",))
+    presentation = Presentation("Delta Lake table (Spark)", "Delta Lake tables (Spark)",
+                                "rows deleted on the Spark cluster; residue purged",
+                                color="#e25a1c", path_names=True)
+
+    def __init__(self, spark: SparkSettings, settings: DeltaSettings | None = None, **kw: Any):
+        super().__init__(settings, **kw)
+        self.spark_settings = spark
+        self._session: Any = None
+        self._views = 0
+
+    # ---- which tables -----------------------------------------------------------------
+    def handles(self, namespace: str, name: str) -> bool:
+        uri = self.uri(namespace, name)
+        return (uri is not None and any(fnmatch.fnmatchcase(uri, p)
+                                        for p in self.spark_settings.tables)
+                and super().handles(namespace, name))
+
+    # ---- the session -----------------------------------------------------------------
+    def session(self):
+        if self._session is None:
+            from pyspark.sql import SparkSession
+
+            try:
+                self._session = SparkSession.builder.remote(
+                    self.spark_settings.remote).getOrCreate()
+            except Exception as exc:       # grpc and pyspark raise many kinds
+                raise ErasureFailed(f"[spark] remote {self.spark_settings.remote}: cannot open "
+                                    f"a Spark Connect session ({type(exc).__name__})") from None
+        return self._session
+
+    def _run(self, what: str, sql: str) -> list:
+        try:
+            return self.session().sql(sql).collect()
+        except ErasureFailed:
+            raise
+        except Exception as exc:
+            # the message may echo data: only its class (and Spark's error class) is said
+            cls = getattr(exc, "getErrorClass", lambda: None)()
+            raise ErasureFailed(f"Spark {what} failed ({type(exc).__name__}"
+                                f"{', ' + cls if cls else ''})") from None
+
+    # ---- counting on the cluster -------------------------------------------------------
+    def count_rows(self, dt, column: str, values: Sequence[Any]) -> dict[Any, int]:
+        counts: dict[Any, int] = dict.fromkeys(values, 0)
+        if not counts:
+            return counts
+        key = marker("count")
+        view = self._keys_view_for(dt, column, values, key)
+        rows = self._run("count", f"SELECT s.{key} AS k, count(*) AS n "
+                                  f"FROM delta.{_backquote(self._path_of(dt))} t "
+                                  f"JOIN {view} s ON t.{_backquote(column)} = s.{key} "
+                                  f"GROUP BY s.{key}")
+        by_str = {str(v): v for v in values}
+        for r in rows:
+            v = r["k"] if r["k"] in counts else by_str.get(str(r["k"]))
+            if v is not None:
+                counts[v] += int(r["n"])
+        return counts
+
+    def _path_of(self, dt) -> str:
+        uri = str(dt.table_uri)
+        return uri[len("file://"):] if uri.startswith("file://") else uri
+
+    def _keys_view_for(self, dt, column: str, values: Sequence[Any], key: str) -> str:
+        """A temporary view of the keys (one column named `key`, typed like the table's
+        column), sent to the cluster as Arrow data; its name."""
+        import pyarrow as pa
+
+        from .keymatch import array_of
+
+        typ = pa.schema(dt.schema().to_arrow()).field(column).type
+        self._views += 1
+        view = f"{key}_{self._views}"
+        self.session().createDataFrame(pa.table({key: array_of(values, typ)})) \
+            .createOrReplaceTempView(view)
+        return view
+
+    def count(self, namespace: str, name: str, column: str, values: Sequence[Any],
+              with_residue: bool = True) -> TargetCount:
+        """Rows per key from the cluster; files holding them and residue from the folder
+        scan (as the Delta connector)."""
+        counted = super().count(namespace, name, column, values, with_residue=with_residue)
+        if with_residue:    # the scan's physical rows are replaced by the cluster's count
+            counted.rows = self.count_rows(self.open(namespace, name), column, values)
+        return counted
+
+    # ---- erasing on the cluster --------------------------------------------------------
+    def erase(self, namespace: str, name: str, column: str, values: Sequence[Any],
+              tag: str) -> EraseResult:
+        key = marker(tag)
+        retries = self.settings.max_conflict_retries
+        for attempt in range(retries + 1):
+            dt = self.open(namespace, name)
+            before = dt.version()
+            view = self._keys_view_for(dt, column, values, key)
+            if self.before_commit:
+                self.before_commit(self.table_uri(namespace, name), attempt)
+            try:
+                self._run("MERGE", f"MERGE INTO delta.{_backquote(self._path_of(dt))} t "
+                                   f"USING {view} s ON t.{_backquote(column)} = s.{key} "
+                                   "WHEN MATCHED THEN DELETE")
+            except ErasureFailed:
+                # lost a commit race (another writer committed meanwhile): try again
+                if self.open(namespace, name).version() != before and attempt < retries:
+                    time.sleep(min(0.05 * 2 ** attempt, 2.0))
+                    continue
+                raise
+            commit = self._our_commit(namespace, name, before, key)
+            if commit is None:
+                raise ErasureFailed(f"{namespace}:{name}: the Spark MERGE returned but no commit "
+                                    f"after version {before} names this run")
+            m = commit.get("operationMetrics") or {}
+            return EraseResult(int(m.get("numTargetRowsDeleted", 0) or 0), before,
+                               int(commit["version"]), int(m.get("numTargetFilesRemoved", 0) or 0),
+                               int(m.get("numTargetFilesAdded", 0) or 0), attempt)
+        raise ConflictRetriesExhausted(
+            f"{namespace}:{name}: {retries + 1} commit attempts lost to concurrent writers; "
+            "run again later")
+
+    def _commits_of(self, namespace: str, name: str, key: str,
+                    since: int | None = None) -> list[dict[str, Any]]:
+        needle = f"s . {key}"
+        out = []
+        for h in self.open(namespace, name).history():
+            if since is not None and int(h.get("version", -1)) <= since:
+                continue
+            pred = str((h.get("operationParameters") or {}).get("mergePredicate", ""))
+            if h.get("operation") == "MERGE" and (needle in pred or f"s.{key}" in pred):
+                out.append(h)
+        return out
+
+    def _our_commit(self, namespace: str, name: str, before: int,
+                    key: str) -> dict[str, Any] | None:
+        mine = self._commits_of(namespace, name, key, since=before)
+        return min(mine, key=lambda h: int(h["version"])) if mine else None
+
+    def history(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """The Delta connector's history (copied to the ledger before the purge deletes the
+        log), with each commit's `engineInfo`: the audit trail shows the cluster wrote the
+        erase."""
+        engines = {h.get("version"): h.get("engineInfo")
+                   for h in self.open(namespace, name).history()}
+        return [{**h, "engineInfo": engines.get(h["version"])}
+                for h in super().history(namespace, name)]
+
+    def engine_of(self, namespace: str, name: str, version: int) -> str | None:
+        """The `engineInfo` of a commit: which engine wrote it."""
+        for h in self.open(namespace, name).history():
+            if int(h.get("version", -1)) == version:
+                return h.get("engineInfo")
+        return None
+
+    def rows_deleted_by_tags(self, namespace: str, name: str, tags: Sequence[str]) -> int:
+        """Rows deleted by earlier attempts: Spark commits found by the marker their merge
+        predicate names, plus any deltalake commit of ours (the purge's rewrites)."""
+        total = super().rows_deleted_by_tags(namespace, name, tags)
+        for tag in tags:
+            for h in self._commits_of(namespace, name, marker(tag)):
+                total += int((h.get("operationMetrics") or {}).get("numTargetRowsDeleted", 0) or 0)
+        return total
+
+
+def _build(config: Config, registry: ConnectorRegistry) -> SparkDeltaConnector | None:
+    settings: SparkSettings | None = config.section("spark")
+    if settings is None:
+        return None
+    from . import extras
+
+    extras.require(extras.SPARK)
+    return SparkDeltaConnector(settings, config.section("delta"))
+
+
+PLUGIN = ConnectorPlugin("spark", SparkDeltaConnector.presentation, _build, section="spark",
+                         model=SparkSettings, default=None, order=5)
