@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, Iterable
 
 import rfc8785
 
@@ -64,31 +64,47 @@ def _fast(obj: Any) -> bool:
     """`_check` without building a path for every element (the common case: nothing to
     refuse). Raises _Refused for anything `_check` must look at."""
     t = type(obj)
+    if t is dict:
+        return _fast_dict(obj)
+    if t is list or t is tuple:
+        return _fast_items(obj)
     if t is str or t is bool or obj is None:
         return True
     if t is int:
         if -_INT_LIMIT <= obj <= _INT_LIMIT:
             return True
         raise _Refused
-    if t is dict:
-        fast = True
-        for k, v in obj.items():
-            if type(k) is not str:
-                raise _Refused
-            if not _fast(v):
-                fast = False
-            if not (k.isascii() or max(k) < "\ud800"):
-                fast = False
-        return fast
-    if t is list or t is tuple:
-        fast = True
-        for v in obj:
-            if not _fast(v):
-                fast = False
-        return fast
     if t is float and math.isfinite(obj):
         return False
     raise _Refused
+
+
+def _fast_dict(obj: dict) -> bool:
+    """`_fast` of an object: its keys here, its values as an array's items."""
+    fast = True
+    for k in obj:
+        if type(k) is not str:
+            raise _Refused
+        if not k.isascii() and max(k) >= "\ud800":
+            fast = False
+    return _fast_items(obj.values()) and fast
+
+
+def _fast_items(items: Iterable[Any]) -> bool:
+    """`_fast` of an array's items (or an object's values): the leaves (strings, None,
+    booleans, integers) checked in the loop, containers and the rest by `_fast`."""
+    fast = True
+    for v in items:
+        t = type(v)
+        if t is str or v is None or t is bool:
+            continue
+        if t is int:
+            if -_INT_LIMIT <= v <= _INT_LIMIT:
+                continue
+            raise _Refused
+        if not _fast(v):
+            fast = False
+    return fast
 
 
 def _check(obj: Any, where: str) -> bool:

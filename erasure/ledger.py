@@ -23,16 +23,18 @@ sealed (AES-GCM, key outside the ledger) in a separate table, not in the chain.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import hmac
 import json
 import os
 import sqlite3
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from .canonical import SCHEME as CANONICAL_SCHEME
 from .canonical import canonical_bytes, canonical_text, legacy_canonical_v2
@@ -85,8 +87,18 @@ def canonical(obj: Any) -> str:
     return canonical_text(obj)
 
 
+_second: list[Any] = [None, ""]      # (a whole second, its ISO text up to the seconds)
+
+
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    """The time now in UTC, ISO 8601 with microseconds (`datetime.isoformat`'s text); the
+    text of the second is made once per second, the microseconds appended."""
+    us = time.time_ns() // 1000
+    sec, frac = divmod(us, 1_000_000)
+    if sec != _second[0]:
+        _second[0] = sec
+        _second[1] = datetime.fromtimestamp(sec, timezone.utc).isoformat()[:-6]
+    return f"{_second[1]}.{frac:06d}+00:00"
 
 
 def chain_key(keys) -> bytes:
@@ -152,6 +164,52 @@ def entry_hash(key: bytes, prev: str, seq: int, ts: str, request_id: str | None,
     return hmac.digest(key, prev.encode() + payload, "sha256").hex()
 
 
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+class ChainMac:
+    """HMAC-SHA256 under one key (RFC 2104) with the key's inner and outer SHA-256 states
+    made once and copied per message: the same digest as `hmac.digest(key, msg, "sha256")`
+    (tests/test_ledger_and_subjects.py), without setting the key up again for every entry."""
+
+    def __init__(self, key: bytes):
+        if len(key) > 64:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(key.translate(_IPAD))
+        self._outer = hashlib.sha256(key.translate(_OPAD))
+
+    def hexdigest(self, msg: bytes) -> str:
+        inner = self._inner.copy()
+        inner.update(msg)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
+
+    def entry_hash(self, prev: str, seq: int, ts: str, request_id: str | None, kind: str,
+                   body: str, fmt: str = FORMAT) -> str:
+        """`entry_hash` under this key."""
+        return self.hexdigest(prev.encode() + entry_payload(fmt, seq, ts, request_id, kind, body))
+
+
+@dataclass
+class WriteStats:
+    """What this process wrote to ledgers, and the time spent writing it: every `append`
+    (canonical JSON, hash) and every commit (the batched INSERT, COMMIT, head anchor).
+    bench/bench_pending.py reads it to report entries/s of the write path alone."""
+
+    entries: int = 0
+    transactions: int = 0
+    seconds: float = 0.0
+
+
+WRITE_STATS = WriteStats()
+# rows appended in a transaction are inserted together (one executemany) at its commit, or
+# before anything reads the database; at most this many wait in memory
+FLUSH_ROWS = 10_000
+
+
 def anchor_mac(key: bytes, seq: int, head: str) -> str:
     # an ASCII string, an integer, a hex string: RFC 8785 gives the same bytes the format-2
     # form gave, so anchors written before keep verifying unchanged
@@ -162,6 +220,18 @@ def _entry_format(seq: int, format3_from: int | None) -> str:
     return "3" if format3_from is not None and seq >= format3_from else "2"
 
 
+def _grouped(rows: Iterator[tuple]) -> Iterator[list[Entry]]:
+    """Entry rows ordered by request id, grouped per request."""
+    group: list[Entry] = []
+    for r in rows:
+        if group and group[-1].request_id != r[2]:
+            yield group
+            group = []
+        group.append(Entry(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]))
+    if group:
+        yield group
+
+
 class Ledger:
     def __init__(self, path: Path, key: bytes | None = None):
         """`key`: the chain key (`chain_key(subject_keys)`). Without it the ledger can be
@@ -170,21 +240,38 @@ class Ledger:
         self.path = path
         self.anchor_path = path.with_name(path.name + ".head")
         self._key = key
-        self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        self._mac = ChainMac(key) if key is not None else None
+        self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
         self._in_tx = False
         self._tx_head: tuple[int, str] | None = None
         self._tx_format3: bool | None = None    # whether format 3 is recorded (per transaction)
+        # entries appended in the open transaction, hashed in order, not yet inserted
+        self._pending: list[tuple[int, str, str | None, str, str, str, str]] = []
         try:
-            self.db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA journal_mode=WAL")
             new = self._check_format()
-            self.db.executescript(SCHEMA)
+            self._db.executescript(SCHEMA)
             if new:
-                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?), ('chain', ?), "
+                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?), ('chain', ?), "
                                 "('canonical', ?), (?, '1')",
                                 (FORMAT, CHAIN_SCHEME, CANONICAL_SCHEME, FORMAT3_FROM))
         except BaseException:
-            self.db.close()
+            self._db.close()
             raise
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The ledger's SQLite connection. Entries appended in the open transaction are
+        inserted first, so whoever reads through it sees them (the same transaction)."""
+        if self._pending:
+            self._flush()
+        return self._db
+
+    def _flush(self) -> None:
+        t0 = time.perf_counter()
+        rows, self._pending = self._pending, []
+        self._db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        WRITE_STATS.seconds += time.perf_counter() - t0
 
     def _format3_from(self) -> int | None:
         """The first seq written in format 3 (RFC 8785); None while a format-2 ledger has
@@ -234,7 +321,8 @@ class Ledger:
         return self._key
 
     def close(self) -> None:
-        self.db.close()
+        self._pending = []
+        self._db.close()
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -258,14 +346,21 @@ class Ledger:
         if self._in_tx:
             yield
             return
-        self.db.execute("BEGIN IMMEDIATE")
+        t0 = time.perf_counter()
+        self._db.execute("BEGIN IMMEDIATE")
         self._in_tx = True
+        head = None
         try:
+            t1 = time.perf_counter()
             yield
-            self.db.execute("COMMIT")
+            if self._pending:
+                self._flush()
+            t2 = time.perf_counter()
+            self._db.execute("COMMIT")
             head = self._tx_head
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self._pending = []
+            self._db.execute("ROLLBACK")
             raise
         finally:
             self._in_tx = False
@@ -273,6 +368,8 @@ class Ledger:
             self._tx_format3 = None
         if head is not None:
             self._write_anchor(*head)
+            WRITE_STATS.transactions += 1
+            WRITE_STATS.seconds += (t1 - t0) + (time.perf_counter() - t2)
 
     def _write_anchor(self, seq: int, head: str) -> None:
         """Atomically replace `<ledger>.head` with the head and its HMAC. A crash between
@@ -315,11 +412,34 @@ class Ledger:
         return a, None
 
     def append(self, request_id: str | None, kind: str, body: dict[str, Any]) -> Entry:
+        """Append one entry. Inside `transaction()` its hash is computed now, in order (the
+        chain is exact), and the row is inserted with the transaction's others at its
+        commit (one `executemany`), or before anything reads `db`; all or none commit."""
         if not self._in_tx:     # its own transaction (one durable commit and anchor)
             with self.transaction():
-                return self.append(request_id, kind, body)
+                return self._append(request_id, kind, body, None)
+        return self._append(request_id, kind, body, None)
+
+    def append_many(self, entries: Iterable[tuple[str | None, str, dict[str, Any]]]
+                    ) -> list[Entry]:
+        """Append (request_id, kind, body) entries in order in one transaction (the caller's,
+        or one of their own): all or none. A body object given for several entries (one
+        step's record for every request of a batch) is made canonical once."""
+        texts: dict[int, tuple[dict[str, Any], str]] = {}
+        with self.transaction():
+            return [self._append(rid, kind, body, texts) for rid, kind, body in entries]
+
+    def _append(self, request_id: str | None, kind: str, body: dict[str, Any],
+                texts: dict[int, tuple[dict[str, Any], str]] | None) -> Entry:
+        t0 = time.perf_counter()
         key = self._require_key("append to")
-        text = canonical(body)
+        if texts is None:
+            text = canonical(body)
+        else:   # by object: the body is held in `texts`, so its id is not reused meanwhile
+            known = texts.get(id(body))
+            if known is None:
+                known = texts[id(body)] = (body, canonical(body))
+            text = known[1]
         # the head is read (and checked) once per transaction: nobody else can write
         # while we hold it
         if self._tx_head is None:
@@ -330,13 +450,17 @@ class Ledger:
         if not self._tx_format3:
             # a format-2 ledger: from this entry on, format 3 (recorded in this same
             # transaction, so the entry and the record of its format commit together)
-            self.db.execute("INSERT INTO meta VALUES (?, ?)", (FORMAT3_FROM, str(seq)))
+            self._db.execute("INSERT INTO meta VALUES (?, ?)", (FORMAT3_FROM, str(seq)))
             self._tx_format3 = True
         ts = now_iso()
-        h = entry_hash(key, prev, seq, ts, request_id, kind, text, "3")
-        self.db.execute("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (seq, ts, request_id, kind, text, prev, h))
+        assert self._mac is not None
+        h = self._mac.entry_hash(prev, seq, ts, request_id, kind, text, "3")
+        self._pending.append((seq, ts, request_id, kind, text, prev, h))
+        if len(self._pending) >= FLUSH_ROWS:
+            self._flush()
         self._tx_head = (seq, h)
+        WRITE_STATS.entries += 1
+        WRITE_STATS.seconds += time.perf_counter() - t0
         return Entry(seq, ts, request_id, kind, body, prev, h)
 
     def _checked_head(self, key: bytes) -> tuple[int, str]:
@@ -369,21 +493,21 @@ class Ledger:
         return (row[0], row[6]) if row else (0, GENESIS)
 
     def seal_subject(self, request_id: str, sealed: bytes) -> None:
-        self.db.execute("INSERT INTO sealed_subjects VALUES (?, ?)", (request_id, sealed))
+        self._db.execute("INSERT INTO sealed_subjects VALUES (?, ?)", (request_id, sealed))
 
     def seal_plan_subject(self, request_id: str, sealed: bytes) -> None:
         """The subject a request's latest plan was made for (derived identities included):
         replaced when the request is planned again."""
-        self.db.execute("INSERT OR REPLACE INTO sealed_subjects VALUES (?, ?)",
+        self._db.execute("INSERT OR REPLACE INTO sealed_subjects VALUES (?, ?)",
                         (request_id + "#plan", sealed))
 
     def sealed_plan_subject(self, request_id: str) -> bytes | None:
-        row = self.db.execute("SELECT sealed FROM sealed_subjects WHERE request_id = ?",
+        row = self._db.execute("SELECT sealed FROM sealed_subjects WHERE request_id = ?",
                               (request_id + "#plan",)).fetchone()
         return row[0] if row else None
 
     def sealed_subject(self, request_id: str) -> bytes:
-        row = self.db.execute("SELECT sealed FROM sealed_subjects WHERE request_id = ?",
+        row = self._db.execute("SELECT sealed FROM sealed_subjects WHERE request_id = ?",
                               (request_id,)).fetchone()
         if row is None:
             raise ErasureError(f"request {request_id} has no sealed subject in the ledger")
@@ -401,16 +525,18 @@ class Ledger:
         """Every request's entries, one request at a time (in request id order, each in
         sequence order), streamed from one query: reading all requests costs one pass, not
         one query per request, and holds one request's entries at a time."""
-        rows = self.db.execute("SELECT * FROM entries WHERE request_id IS NOT NULL "
-                               "ORDER BY request_id, seq")
-        group: list[Entry] = []
-        for r in rows:
-            if group and group[-1].request_id != r[2]:
-                yield group
-                group = []
-            group.append(Entry(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]))
-        if group:
-            yield group
+        return _grouped(self.db.execute("SELECT * FROM entries WHERE request_id IS NOT NULL "
+                                        "ORDER BY request_id, seq"))
+
+    def entries_of(self, request_ids: list[str], chunk: int = 500) -> Iterator[list[Entry]]:
+        """The entries of these requests, one request at a time (each in sequence order),
+        read with one query per `chunk` requests instead of one per request. A request with
+        no entry is left out."""
+        for i in range(0, len(request_ids), chunk):
+            ids = request_ids[i:i + chunk]
+            yield from _grouped(self.db.execute(
+                f"SELECT * FROM entries WHERE request_id IN ({','.join('?' * len(ids))}) "
+                "ORDER BY request_id, seq", ids))
 
     def entries_of_kind(self, kind: str, upto: int | None = None) -> list[Entry]:
         """The entries of one kind (up to seq `upto`), without reading the others."""
@@ -437,7 +563,7 @@ class Ledger:
         then checks the chain against the head anchor: it must exist once there are
         entries, verify, and name an entry of the chain with that hash (the ledger may be
         ahead of it by a transaction whose anchor write crashed, never behind)."""
-        key = self._require_key("verify")
+        mac = ChainMac(self._require_key("verify"))
         anchor, problem = self.read_anchor()
         if problem:
             return False, 0, problem
@@ -449,8 +575,8 @@ class Ledger:
             if seq != n:
                 return False, n, f"entry {n} is missing (found seq {seq})"
             if prev_hash != prev or not hmac.compare_digest(
-                    entry_hash(key, prev, seq, ts, rid, kind, body,
-                               _entry_format(seq, start)), h):
+                    mac.entry_hash(prev, seq, ts, rid, kind, body,
+                                   _entry_format(seq, start)), h):
                 return False, n, f"entry {seq} does not match its hash"
             if anchor is not None and seq == anchor["seq"]:
                 anchored_hash = h
