@@ -19,7 +19,7 @@ from connectors.base import (EraseResult, ErasesInTransaction, ProvenanceAware,
 
 from .errors import ConnectorError, GuardTripped, InputError, RetryableError, translated
 from .planning import Target, _union, key_values, plan_erasures
-from .requests import RequestState, load_state
+from .requests import RequestState, load_states
 from .subject import short
 
 if TYPE_CHECKING:
@@ -115,14 +115,14 @@ class Runner:
                     self._fail(rid, f"plan refused: {exc}")
         with self.ledger.transaction():   # one durable commit (and head anchor) for the batch
             for rid, plan in pairs:
-                self.ledger.append(rid, "plan.recorded",
-                                   {"plan": plan.to_json(), "batch": self.batch})
+                body = {"plan": plan.to_json(), "batch": self.batch}
+                self.ledger.append(rid, "plan.recorded", body)
                 # derived identities (enrichment) are sealed with the plan: a resumed run,
                 # verify and the sweep use them even once the lookup table is erased
                 self.ledger.seal_plan_subject(rid, self.engine.keys.seal(
                     plan.subject_text, rid + PLAN_SUBJECT))
                 raw[rid] = plan.subject_text
-                states[rid] = load_state(self.ledger, rid)
+                states[rid].apply("plan.recorded", body)    # as the ledger now folds it
 
     def _members(self, states: dict[str, RequestState], raw: dict[str, str]
                  ) -> dict[str, list[Member]]:
@@ -182,15 +182,28 @@ class Runner:
             self.terminal.add(rid)
 
     # ---- one dataset --------------------------------------------------------------
+    @staticmethod
+    def _body(t: Target, phase: str, **body) -> dict[str, Any]:
+        """A step entry's body for target `t`."""
+        return {"target": t.key, "phase": phase, "namespace": t.namespace, "name": t.name,
+                **body}
+
+    def _record_each(self, items: list[tuple[Member, str, dict[str, Any]]]) -> None:
+        """A step entry (kind, body) per member, in one transaction (all or none). Members
+        whose bodies are equal are given one body object, made canonical once
+        (`Ledger.append_many`); each request still gets its own entry."""
+        self.ledger.append_many((m.request_id, kind, full) for m, kind, full in items)
+        for m, kind, full in items:
+            # keep the in-memory state in step with the ledger (as `fold` reads it back)
+            self.states[m.request_id].apply(kind, full)
+
     def _record(self, kind: str, m: Member, phase: str, **body) -> None:
-        full = {"target": m.target.key, "phase": phase, "namespace": m.target.namespace,
-                "name": m.target.name, **body}
-        self.ledger.append(m.request_id, kind, full)
-        # keep the in-memory state in step with the ledger (as `fold` would read it back)
-        st = self.states[m.request_id]
-        st.steps[(m.target.key, phase)] = {**full, "state": kind.split(".")[1]}
-        if body.get("tag"):
-            st.tags.setdefault((m.target.key, phase), set()).add(body["tag"])
+        self._record_each([(m, kind, self._body(m.target, phase, **body))])
+
+    def _record_all(self, kind: str, members: list[Member], phase: str, **body) -> None:
+        """The same step entry for every member (of one target)."""
+        full = self._body(members[0].target, phase, **body)
+        self._record_each([(m, kind, full) for m in members])
 
     @staticmethod
     def _context(conn: Connector, members: list[Member]) -> ProvenanceContext:
@@ -233,9 +246,8 @@ class Runner:
         plan_version = min(m.target.table_version or 0 for m in pending)
         versioned = conn if isinstance(conn, Versioned) else None
         version = versioned.table_version(t.namespace, t.name) if versioned else None
-        with self.ledger.transaction():
-            for m in pending:
-                self._record("step.started", m, "erase", tag=self.batch, table_version=version)
+        self._record_all("step.started", pending, "erase", tag=self.batch,
+                         table_version=version)
         traceable = isinstance(conn, TracesAttempts)
         already = (conn.rows_deleted_by_tags(t.namespace, t.name, earlier_tags)
                    if earlier_tags and isinstance(conn, TracesAttempts) else 0)
@@ -286,19 +298,27 @@ class Runner:
         live_by_member = {m.values: sum(live.get(v, 0) for v in m.values) for m in pending}
         earlier = self._earlier_by_value(planned_by_value, live_by_member, already,
                                          bool(earlier_tags), traceable)
-        with self.ledger.transaction():
-            for m in pending:
-                before = live_by_member[m.values] + earlier.get(m.values, 0)
-                self._record(
-                    "step.completed", m, "erase", tag=self.batch, rows_planned=m.target.rows,
+        # one body per distinct (rows planned, live before, deleted earlier): the rest is
+        # the batch's
+        bodies: dict[tuple[int, int, int], dict[str, Any]] = {}
+        items = []
+        for m in pending:
+            mine = earlier.get(m.values, 0)
+            before = live_by_member[m.values] + mine
+            full = bodies.get((m.target.rows, before, mine))
+            if full is None:
+                full = bodies[(m.target.rows, before, mine)] = self._body(
+                    t, "erase", tag=self.batch, rows_planned=m.target.rows,
                     rows_live_before=before, rows_deleted=before,
-                    subject_rows_deleted_earlier_attempt=earlier.get(m.values, 0),
+                    subject_rows_deleted_earlier_attempt=mine,
                     earlier_attempt_traced=traceable if earlier_tags else None,
                     batch_rows_deleted=res.rows_deleted, batch_subjects=len(planned_by_value),
                     rows_deleted_earlier_attempt=already, rows_written_since_plan=allowed,
                     version_before=res.version_before, version_after=res.version_after,
                     files_removed=res.files_removed, files_added=res.files_added,
                     conflicts_retried=res.conflicts_retried)
+            items.append((m, "step.completed", full))
+        self._record_each(items)
 
     def _call_erase(self, conn: Connector, t: Target, values: list[Any], ctx: ProvenanceContext,
                     allowed: int, already: int, planned: int, shortfall_ok: bool,
@@ -360,22 +380,16 @@ class Runner:
                      or 0 for m in pending)
         if not erased and not any(m.target.rows or m.target.residue_now for m in pending):
             # the table never held these subjects: nothing to purge, its history is kept
-            with self.ledger.transaction():
-                for m in pending:
-                    self._record("step.completed", m, "purge", tag=self.batch, skipped=True,
-                                 reason="no rows and no residue of the subject were found")
+            self._record_all("step.completed", pending, "purge", tag=self.batch, skipped=True,
+                             reason="no rows and no residue of the subject were found")
             return
         # the audit record of the table's history must outlive the log cleanup
         self.ledger.append(None, "table.history", {
             "target": t.key, "requests": [m.request_id for m in pending], "batch": self.batch,
             "history": conn.history(t.namespace, t.name)})
-        with self.ledger.transaction():
-            for m in pending:
-                self._record("step.started", m, "purge", tag=self.batch)
+        self._record_all("step.started", pending, "purge", tag=self.batch)
         res = conn.purge(t.namespace, t.name, t.column, flat(pending), self.batch)
-        with self.ledger.transaction():
-            for m in pending:
-                self._record("step.completed", m, "purge", tag=self.batch, **res.evidence())
+        self._record_all("step.completed", pending, "purge", tag=self.batch, **res.evidence())
 
     def _verify(self, conn: Connector, members: list[Member], phase: str = "verify") -> None:
         t = members[0].target
@@ -389,55 +403,70 @@ class Runner:
             found = conn.verify(t.namespace, t.name, t.column, values,
                                 **self._context(conn, pending),
                                 erased_versions=self._erased_versions(pending))
-            with self.ledger.transaction():
-                for m in pending:
-                    self._record_verification(m, phase, _union(found.get(v, [])
-                                                               for v in m.values), dict(
-                        verified_at=_now(), rows_remaining=0, residue=[],
-                        residue_mode=t.residue_after.get("mode"), residue_until=None))
+            flagged: dict[str, Any] = dict(
+                verified_at=_now(), rows_remaining=0, residue=[],
+                residue_mode=t.residue_after.get("mode"), residue_until=None)
+            self._record_verifications(phase, [
+                (m, _union(found.get(v, []) for v in m.values), flagged) for m in pending])
             return
         counted = count_target(conn, t.namespace, t.name, t.column, values, True, t.derived_from)
         unchecked = list(counted.not_verified)
         # residue is tolerated only where the plan said it would remain (keep-history)
         strict = t.residue_after.get("mode") != "keep-history"
-        with self.ledger.transaction():
-            for m in pending:
-                rows = sum(counted.rows.get(v, 0) for v in m.values)
-                live_files = _union(counted.files.get(v, []) for v in m.values)
-                residue = _union(counted.residue.get(v, []) for v in m.values)
-                problems = []
-                if rows:
-                    problems.append(f"{rows} rows still readable")
-                if live_files:
-                    problems.append(f"{len(live_files)} live files still hold the subject's rows")
-                if strict and residue:
-                    problems.append(f"residue in {len(residue)} files: {', '.join(residue[:3])}")
-                until = (conn.residue_after(t.namespace, t.name, t.residue_after.get("mode"))
-                         .get("until") if residue else None)
-                self._record_verification(m, phase, problems, dict(
-                    rows_remaining=rows, live_files=live_files, residue=residue,
-                    table_version=counted.version, verified_at=_now(),
-                    residue_mode=t.residue_after.get("mode"), residue_until=until,
-                    not_verified=unchecked))
+        common: dict[str, Any] = dict(
+            table_version=counted.version, verified_at=_now(),
+            residue_mode=t.residue_after.get("mode"), not_verified=unchecked)
+        clean = dict(rows_remaining=0, live_files=[], residue=[], residue_until=None, **common)
+        checks: list[tuple[Member, list[str], dict[str, Any]]] = []
+        for m in pending:
+            rows = sum(counted.rows.get(v, 0) for v in m.values)
+            live_files = _union(counted.files.get(v, []) for v in m.values)
+            residue = _union(counted.residue.get(v, []) for v in m.values)
+            if not rows and not live_files and not residue:
+                checks.append((m, [], clean))     # the usual case: one body for all of them
+                continue
+            problems = []
+            if rows:
+                problems.append(f"{rows} rows still readable")
+            if live_files:
+                problems.append(f"{len(live_files)} live files still hold the subject's rows")
+            if strict and residue:
+                problems.append(f"residue in {len(residue)} files: {', '.join(residue[:3])}")
+            until = (conn.residue_after(t.namespace, t.name, t.residue_after.get("mode"))
+                     .get("until") if residue else None)
+            checks.append((m, problems, dict(rows_remaining=rows, live_files=live_files,
+                                             residue=residue, residue_until=until, **common)))
+        self._record_verifications(phase, checks)
 
-    def _record_verification(self, m: Member, phase: str, problems: list[str],
-                             body: dict[str, Any]) -> None:
-        if problems:
-            msg = (f"{m.target.name}: verification failed for {short(m.subject_hmac)}: "
-                   + "; ".join(problems))
-            self._record("step.failed", m, phase, error=msg, **body)
-            self._fail(m.request_id, msg)
-        elif body.get("not_verified"):
+    def _record_verifications(self, phase: str,
+                              checks: list[tuple[Member, list[str], dict[str, Any]]]) -> None:
+        """Each member's verification (its problems, its evidence), recorded in one
+        transaction: failed, "not verified" or "ok". Members given the same evidence object
+        share one body per outcome."""
+        items: list[tuple[Member, str, dict[str, Any]]] = []
+        shared: dict[tuple[int, str], dict[str, Any]] = {}
+        for m, problems, body in checks:
+            if problems:
+                msg = (f"{m.target.name}: verification failed for {short(m.subject_hmac)}: "
+                       + "; ".join(problems))
+                items.append((m, "step.failed", self._body(m.target, phase, error=msg, **body)))
+                self._fail(m.request_id, msg)
+                continue
             # what could be read is clean, but a part could not be looked at: never "ok"
-            self._record("step.completed", m, phase, result="not verified", **body)
-            self.unverified.setdefault(m.request_id, []).extend(
-                f"{m.target.name}: not verified: {why}" for why in body["not_verified"])
-        else:
-            self._record("step.completed", m, phase, result="ok", **body)
+            result = "not verified" if body.get("not_verified") else "ok"
+            full = shared.get((id(body), m.target.key))
+            if full is None:
+                full = shared[(id(body), m.target.key)] = self._body(
+                    m.target, phase, result=result, **body)
+            items.append((m, "step.completed", full))
+            if body.get("not_verified"):
+                self.unverified.setdefault(m.request_id, []).extend(
+                    f"{m.target.name}: not verified: {why}" for why in body["not_verified"])
+        self._record_each(items)
 
     # ---- the whole run -------------------------------------------------------------
     def run(self, request_ids: list[str], replan: bool = False) -> list[Outcome]:
-        states = {rid: load_state(self.ledger, rid) for rid in dict.fromkeys(request_ids)}
+        states = load_states(self.ledger, request_ids)     # a few queries, not one per request
         active = {rid: st for rid, st in states.items() if not st.done}
         self.states = active
         raw = {rid: self.subject_text(rid) for rid in active}
@@ -482,11 +511,14 @@ class Runner:
             st = before
             return Outcome(rid, st.status, self._targets(st), st.plan.unresolved if st.plan else [],
                            notes=["already finished; nothing was repeated"])
-        st = load_state(self.ledger, rid)      # read back: the outcome is what the ledger holds
+        # every entry of this run was folded into the state as it was appended: it is what
+        # reading the request back from the ledger gives (tests/test_reliability_core.py)
+        st = self.states[rid]
         unresolved = st.plan.unresolved if st.plan else []
         if rid in self.failed:
-            self.ledger.append(rid, "request.failed", {"error": "; ".join(self.failed[rid]),
-                                                       "batch": self.batch})
+            failed = {"error": "; ".join(self.failed[rid]), "batch": self.batch}
+            self.ledger.append(rid, "request.failed", failed)
+            st.apply("request.failed", failed)
             return Outcome(rid, "failed", self._targets(st), unresolved, self.failed[rid],
                            retryable=rid not in self.terminal)
         # a request that did not fail here has its plan in the ledger (recorded before erasing)
@@ -499,10 +531,10 @@ class Runner:
             status = "not_found"        # no row or trace anywhere: a real answer (Art. 12)
         else:
             status = "completed"
-        self.ledger.append(rid, "request.completed", {
-            "status": status, "batch": self.batch,
-            "targets": len(st.plan.targets), "unresolved": len(unresolved),
-            "not_verified": len(unchecked)})
+        done = {"status": status, "batch": self.batch, "targets": len(st.plan.targets),
+                "unresolved": len(unresolved), "not_verified": len(unchecked)}
+        self.ledger.append(rid, "request.completed", done)
+        st.apply("request.completed", done)
         notes = list(self.unverified.get(rid, []))
         if status == "not_found":
             notes.append("no data of the subject was found in any dataset the lineage reaches; "
@@ -532,7 +564,7 @@ class Runner:
         """Verify finished requests again (nothing is erased): the subject must still be gone
         everywhere the plan reached; MLflow flags are checked and marked superseded when a
         clean retrained version exists. Each check is recorded as a `reverify` step."""
-        self.states = {rid: load_state(self.ledger, rid) for rid in dict.fromkeys(request_ids)}
+        self.states = load_states(self.ledger, request_ids)
         done = {rid: st for rid, st in self.states.items() if st.done and st.plan is not None}
         raw = {rid: self.subject_text(rid) for rid in done}
         groups = self._members(done, raw)

@@ -11,7 +11,7 @@ from typing import Any, Iterable, Iterator
 from .errors import InputError
 from .identity import MARK, Subject, describe
 from .ledger import Entry, Ledger
-from .planning import Plan
+from .planning import Plan, target_key
 from .subject import SubjectKeys
 
 LEGAL_BASIS = "GDPR Art. 17(1)"
@@ -43,9 +43,11 @@ SELECT s.seq, s.request_id, json_extract(s.body, '$.subject_hmac'), {_LAST_STATU
   FROM entries s
  WHERE s.kind = 'request.submitted' AND s.seq > ? AND json_extract(s.body, '$.reason') IS ?
 """
+# Oldest day of receipt first; within a day, by request id (see `pending_request_ids`).
 _ALL_SQL = f"""
 SELECT s.request_id, {_LAST_STATUS_SQL}
-  FROM entries s WHERE s.kind = 'request.submitted' ORDER BY s.seq
+  FROM entries s WHERE s.kind = 'request.submitted'
+ ORDER BY substr(json_extract(s.body, '$.received_at'), 1, 10), s.request_id
 """
 _CLOSED_SQL = """
 SELECT request_id, kind, json_extract(body, '$.status') FROM entries
@@ -66,7 +68,14 @@ def _open_status(last: str | None) -> bool:
 
 
 def pending_request_ids(ledger: Ledger) -> list[str]:
-    """Every request not finished, in submission order: one query, not a fold per request."""
+    """Every request not finished: one query, not a fold per request. The oldest day of
+    receipt comes first; within a day, requests are in request id order, not submission
+    order. Request ids are random, and the ledger's index is by (request id, seq): a batch
+    of `run --pending` (5,000 requests) cut from a run of consecutive ids covers one range
+    of that index, so each step's transaction for the batch rewrites a few hundred index
+    pages instead of one page per request spread over the whole index. At 100,000 pending
+    requests that doubles the ledger's write rate (bench/bench_pending.py); all of them
+    still run in the same `run --pending`, the order only decides which batch takes each."""
     return [rid for rid, last in ledger.db.execute(_ALL_SQL) if not _finished(last)]
 
 
@@ -222,6 +231,29 @@ class RequestState:
     def step(self, target_key: str, phase: str) -> dict[str, Any] | None:
         return self.steps.get((target_key, phase))
 
+    def apply(self, kind: str, b: dict[str, Any]) -> None:
+        """Fold one more of the request's entries (any after its `request.submitted`) into
+        the state: `fold` reads them back this way, and the runner applies each entry it
+        appends, so its state is what reading the ledger back would give."""
+        if kind == "plan.recorded":
+            self.plan = Plan.from_json(b["plan"])
+            self.steps = {}
+            self.tags = {}
+            self.status = "running"
+        elif kind in ("step.started", "step.completed", "step.failed"):
+            state = kind[5:]
+            self.steps[(b["target"], b["phase"])] = {**b, "state": state}
+            if b.get("tag"):
+                self.tags.setdefault((b["target"], b["phase"]), set()).add(b["tag"])
+            if state == "failed":
+                self.errors.append(b.get("error", "step failed"))
+        elif kind == "request.completed":
+            self.status = b["status"]
+        elif kind == "request.failed":
+            self.status = "failed"
+            self.errors.append(b["error"])
+        self.entries += 1
+
     def erased_versions(self) -> dict[str, int]:
         """Per dataset name, the table version the erase committed (the first without
         the subject), for datasets with versions."""
@@ -267,26 +299,9 @@ def fold(entries: list[Entry]) -> RequestState:
         raise ValueError(f"fold() takes one request's entries, not a {entries[0].kind} entry")
     st = RequestState(request_id, first["subject_hmac"], first["received_at"],
                       first["deadline"], first.get("requested_by"), first.get("reason"))
+    st.entries = 1
     for e in entries[1:]:
-        b = e.body
-        if e.kind == "plan.recorded":
-            st.plan = Plan.from_json(b["plan"])
-            st.steps = {}
-            st.tags = {}
-            st.status = "running"
-        elif e.kind in ("step.started", "step.completed", "step.failed"):
-            state = e.kind.split(".")[1]
-            st.steps[(b["target"], b["phase"])] = {**b, "state": state}
-            if b.get("tag"):
-                st.tags.setdefault((b["target"], b["phase"]), set()).add(b["tag"])
-            if state == "failed":
-                st.errors.append(b.get("error", "step failed"))
-        elif e.kind == "request.completed":
-            st.status = b["status"]
-        elif e.kind == "request.failed":
-            st.status = "failed"
-            st.errors.append(b["error"])
-    st.entries = len(entries)
+        st.apply(e.kind, e.body)
     return st
 
 
@@ -294,8 +309,107 @@ def load_state(ledger: Ledger, request_id: str) -> RequestState:
     return fold(ledger.require(request_id))
 
 
+def load_states(ledger: Ledger, request_ids: Iterable[str]) -> dict[str, RequestState]:
+    """The states of these requests (each once, in the order given), folded from a few
+    queries instead of one per request; `UnknownRequestError` for an id the ledger does
+    not hold, as `load_state`."""
+    ids = list(dict.fromkeys(request_ids))
+    found: dict[str, RequestState] = {}
+    for entries in ledger.entries_of(ids):
+        if entries[0].kind == "request.submitted":
+            found[entries[0].request_id or ""] = fold(entries)
+    for rid in ids:
+        if rid not in found:
+            ledger.require(rid)       # raises UnknownRequestError naming it
+    return {rid: found[rid] for rid in ids}
+
+
 def all_states(ledger: Ledger) -> Iterator[RequestState]:
     """Every request's state, folded from one streamed read of the ledger (a sweep over
     100,000 requests: one query instead of one per request), in request id order."""
     for entries in ledger.entries_by_request():
         yield fold(entries)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A finished request, as far as a sweep looks at it: its subject, the keys of its
+    latest plan's targets, and `RequestState.erased_versions()`."""
+
+    request_id: str
+    subject_hmac: str
+    planned: frozenset[str]
+    erased: dict[str, int]
+
+    @classmethod
+    def of(cls, st: RequestState) -> "Finished":
+        return cls(st.request_id, st.subject_hmac,
+                   frozenset(t.key for t in (st.plan.targets if st.plan else [])),
+                   st.erased_versions())
+
+
+# What `finished` folds, in sequence order: only the entries that set a request's subject,
+# plan targets, status and erase steps (about 8 of a request's 21 entries), and of each only
+# the fields folded; a plan's targets without their bulky lists (files, residue, details),
+# so Python parses a few hundred bytes instead of the plan's JSON
+_FINISHED_SQL = """
+SELECT request_id, kind,
+       CASE kind
+         WHEN 'request.submitted' THEN json_extract(body, '$.subject_hmac')
+         WHEN 'request.completed' THEN json_extract(body, '$.status')
+         WHEN 'request.failed' THEN NULL
+         WHEN 'plan.recorded' THEN
+           (SELECT json_group_array(json(json_remove(value, '$.files', '$.residue_now',
+                   '$.residue_after', '$.details', '$.not_verified', '$.values')))
+              FROM json_each(body, '$.plan.targets'))
+         ELSE json_array(json_extract(body, '$.target'), json_extract(body, '$.name'),
+                         json_extract(body, '$.version_after'))
+       END
+  FROM entries
+ WHERE request_id IS NOT NULL
+   AND (kind IN ('request.submitted', 'plan.recorded', 'request.completed', 'request.failed')
+        OR (kind IN ('step.started', 'step.completed', 'step.failed')
+            AND json_extract(body, '$.phase') = 'erase'))
+ ORDER BY seq
+"""
+
+
+def finished(ledger: Ledger) -> list[Finished]:
+    """Every finished request (completed, not_found, incomplete) in submission order, as
+    `Finished.of(fold(its entries))` gives it (tests/test_sweep.py compares both), from one
+    sequential read of the entries that matter for it: a sweep over 100,000 requests folds
+    no step bodies of purge and verify and parses no whole plan."""
+    import json
+
+    intern: dict[str, str] = {}     # target keys and names repeat across requests: one copy
+    subject: dict[str, str] = {}
+    status: dict[str, str] = {}
+    planned: dict[str, frozenset[str]] = {}
+    erase: dict[str, dict[str, tuple[str, str, Any]]] = {}   # request -> target -> step
+    for rid, kind, v in ledger.db.execute(_FINISHED_SQL):
+        if kind == "request.submitted":
+            subject[rid] = v
+            status[rid] = "pending"
+        elif kind == "plan.recorded":
+            status[rid] = "running"
+            planned[rid] = frozenset(intern.setdefault(k, k)
+                                     for k in map(target_key, json.loads(v)))
+            erase.pop(rid, None)
+        elif kind == "request.completed":
+            status[rid] = v
+        elif kind == "request.failed":
+            status[rid] = "failed"
+        else:
+            target, name, version = json.loads(v)
+            erase.setdefault(rid, {})[intern.setdefault(target, target)] = (
+                kind, intern.setdefault(name, name), version)
+    out = []
+    for rid, hm in subject.items():
+        if status[rid] not in FINISHED:
+            continue
+        versions: dict[str, int] = {}
+        for kind, name, version in erase.get(rid, {}).values():
+            if kind == "step.completed" and version is not None:
+                versions[name] = max(versions.get(name, 0), version)
+        out.append(Finished(rid, hm, planned.get(rid, frozenset()), versions))
+    return out

@@ -23,7 +23,7 @@ from connectors.base import FileVersions, Presentation
 from .errors import ExitCode
 from .execution import subject_text
 from .planning import measure
-from .requests import all_states, submit
+from .requests import finished, submit
 from .subject import short
 
 if TYPE_CHECKING:
@@ -60,31 +60,13 @@ class SweepResult:
                 "seconds": round(self.seconds, 3)}
 
 
-@dataclass(frozen=True)
-class _Done:
-    """A finished request, as far as a sweep looks at it."""
-
-    request_id: str
-    subject_hmac: str
-    planned: frozenset[str]          # the keys of its plan's targets
-    erased: dict[str, int]           # RequestState.erased_versions()
-
-    @classmethod
-    def of(cls, st: Any) -> "_Done":
-        return cls(st.request_id, st.subject_hmac,
-                   frozenset(x.key for x in (st.plan.targets if st.plan else [])),
-                   st.erased_versions())
-
-
 def run_sweep(engine: Engine, fix: bool = False) -> SweepResult:
     t0 = time.perf_counter()
     ledger = engine.ledger
     res = SweepResult(datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    # what the sweep needs of each finished request, not its whole state (100,000 folded
-    # states with their plans would hold gigabytes)
-    submitted = {rid: n for n, rid in enumerate(ledger.request_ids())}
-    done = [_Done.of(st) for st in all_states(ledger) if st.done]
-    done.sort(key=lambda d: submitted[d.request_id])     # in the order they were submitted
+    # what the sweep needs of each finished request, in the order they were submitted, not
+    # its whole state (100,000 folded states with their plans would hold gigabytes)
+    done = finished(ledger)
     res.requests_checked = len(done)
     if not done:
         res.seconds = time.perf_counter() - t0

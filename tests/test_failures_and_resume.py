@@ -191,3 +191,47 @@ def test_erasing_an_absent_subject_changes_no_table(lake):
     purges = [e.body for e in eng.ledger.entries(rid)
               if e.kind == "step.completed" and e.body["phase"] == "purge"]
     assert len(purges) == 3 and all(p["skipped"] for p in purges)
+
+
+def _normal(obj):
+    """A JSON value as the ledger gives it back (tuples become lists)."""
+    import json
+
+    return json.loads(json.dumps(obj))
+
+
+def test_the_runners_state_is_what_the_ledger_folds_and_the_sweep_reads_the_same(lake):
+    """The runner folds each entry it appends into its in-memory state instead of reading
+    the request back (issue 12): after failed, crashed, resumed, re-planned and not_found
+    requests its states equal `load_state`, and the sweep's reduced read of the finished
+    requests (`requests.finished`) equals the full fold of each."""
+    from erasure.requests import Finished, all_states, finished, load_states
+
+    rids = {s: submit_for(lake, s) for s in ("42", "9", "4", "987654321", "7")}
+    with pytest.raises(Crash):
+        Runner(engine_with(lake, CrashBeforePurge)).run([rids["42"], rids["9"]])
+    eng = engine_with(lake, OverDeleting)
+    [out] = Runner(eng).run([rids["4"]])
+    assert out.status == "failed"
+    eng.close()
+    eng = engine_with(lake, DeltaConnector)
+    runner = Runner(eng)
+    outs = runner.run([rids["42"], rids["9"], rids["987654321"], rids["7"]])
+    assert {o.status for o in outs} == {"completed", "not_found"}
+    again = Runner(eng)
+    [out] = again.run([rids["4"]], replan=True)       # a new plan resets its steps
+    assert out.status == "completed", out.errors
+    for r, rid in [(runner, rids[s]) for s in ("42", "9", "987654321", "7")] + \
+            [(again, rids["4"])]:
+        mine, read = r.states[rid], load_state(eng.ledger, rid)
+        assert (mine.status, mine.entries, mine.tags) == (read.status, read.entries, read.tags)
+        assert _normal({str(k): v for k, v in mine.steps.items()}) == \
+            _normal({str(k): v for k, v in read.steps.items()})
+        assert _normal(mine.plan.to_json()) == read.plan.to_json()
+        assert mine.errors == read.errors
+    assert load_states(eng.ledger, [rids["9"], rids["42"]]).keys() == {rids["9"], rids["42"]}
+    order = {rid: n for n, rid in enumerate(eng.ledger.request_ids())}
+    full = sorted((Finished.of(st) for st in all_states(eng.ledger) if st.done),
+                  key=lambda f: order[f.request_id])
+    assert finished(eng.ledger) == full
+    assert len(full) == 5 and any(f.erased for f in full)
