@@ -396,7 +396,8 @@ def _spot(model: type[BaseModel], loc: tuple[Any, ...]) -> _Spot:
             here = _Spot(header, "item", here.dotted, header, here.model, parent=parent)
         elif here.kind == "map" and isinstance(step, str):
             annotation, meta = _strip(here.inner)
-            header = f"[{here.dotted}]"
+            # a map inside a [[x]] entry is named by the entry: "[[storage]] #2 options"
+            header = here.label if (here.header or "").startswith("[[") else f"[{here.dotted}]"
             here = _Spot(f"{header} {step}", "value", f"{here.dotted}.{step}", header,
                          must=_must(meta), parent=parent)
         elif here.kind == "list" and isinstance(step, int):

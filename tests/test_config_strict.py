@@ -71,6 +71,10 @@ CASES = {
     "delta-orphan-grace-words": (
         _edit('residue = "purge"', 'residue = "purge"\norphan_grace = "an hour"'),
         '[delta] orphan_grace must be a duration such as "90s", "30m", "1h" or "2d"', "plan"),
+    "storage-option-not-string": (
+        _append('[[storage]]\nprefix = "s3://a"\n[[storage]]\nprefix = "s3://b"\n'
+                'options = { AWS_REGION = 1 }\n'),
+        "[[storage]] #2 options AWS_REGION must be a non-empty string", "plan"),
     "delta-storage-option-not-string": (
         _append("[delta.storage_options]\nAWS_REGION = 1\n"),
         "[delta.storage_options] AWS_REGION must be a non-empty string", "plan"),
