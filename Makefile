@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_feast_online.py
 	$(BIN)/python bench/bench_mlflow_impact.py
 	$(BIN)/python bench/bench_sweep.py
+	$(BIN)/python bench/bench_pending.py
 	$(BIN)/python bench/bench_cost_curve.py
 
 clean:
