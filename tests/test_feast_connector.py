@@ -611,9 +611,10 @@ def test_redis_batch_of_1000_erases_exactly_those_and_the_check_really_looks(
         feast, tmp_path, redis_project):
     """2,000 entities materialized into a real Redis, every fifth also in a second view that
     shares the entity's hash. Erasing 1,000 of them in one call removes exactly their view's
-    fields (the whole hash where no other view has one), leaves every other hash byte for
-    byte, counts exactly before and after; and the store check finds a field written back
-    after the erase, a feature field without its timestamp included."""
+    fields (the whole hash where no other view has a timestamp, with a field the view no
+    longer declares), leaves every other hash byte for byte, counts exactly before and
+    after; and the store check finds a field written back after the erase, a feature field
+    without its timestamp included."""
     import redis
     from feast.infra.online_stores.helpers import _mmh3
     from feast.types import Int64, String
@@ -650,6 +651,7 @@ def test_redis_batch_of_1000_erases_exactly_those_and_the_check_really_looks(
                 pipe.hgetall(rkey[i])
             return dict(zip(ids, pipe.execute()))
 
+    client.hset(rkey[6], b"old!", b"a feature the view no longer has")
     before = hashes()
     prefs_fields = {b"_ts:user_prefs", _mmh3("user_prefs:theme")}
     assert all(before[i] for i in ids) and set(before[5]) >= prefs_fields
@@ -668,7 +670,7 @@ def test_redis_batch_of_1000_erases_exactly_those_and_the_check_really_looks(
         elif i % 5 == 0:                                   # shared: the other view stays
             assert after[i] == {f: v for f, v in before[i].items() if f in prefs_fields}, i
         else:
-            assert client.exists(rkey[i]) == 0, i          # the whole hash went
+            assert client.exists(rkey[i]) == 0, i          # the whole hash went (6's too)
     assert not any(conn.count(ns, "user_stats", "entity_id", erased,
                               with_residue=False).rows.values())
     full = conn.count(ns, "user_stats", "entity_id", erased[:50])   # the source is not erased

@@ -145,34 +145,39 @@ class FeastConnector:
         v = repo.view(name)
         keys = repo.entity_keys(v, column, values)
         present = repo.online_present(v, keys)
-        rows = {val: sum(1 for k in keys[val] if k in present) for val in values}
+        rows = dict.fromkeys(values, 0)
+        if present:
+            rows.update((val, sum(k in present for k in ks)) for val, ks in keys.items())
         residue: dict[Any, list[str]] = {val: [] for val in values}
-        details: dict[Any, dict[str, Any]] = {}
         offline, not_data = repo.offline_read(v, column, values) if with_residue else ({}, [])
         served = repo.served(v, column, values) if with_residue else {}
-        delta_source = bool(v.source and v.source[0] == "file"
-                            and (Path(v.source[1]) / "_delta_log").is_dir())
-        for val in values:
-            details[val] = {"online_store": repo.online_type, "online_keys": rows[val],
-                            "offline_rows_feast_reads": offline.get(val, 0),
-                            "served_by_get_online_features": served.get(val)}
-            if delta_source:
-                details[val]["note"] = (
-                    "Delta source: the purge ends with a log checkpoint, a Parquet file that "
-                    "Feast's file offline store reads as data, so later materializations of this "
-                    "view fail (they cannot restore the subject); see docs/connectors/feast.md")
-            if not_data:
-                details[val]["feast_reader_breaks_on"] = not_data[:5]
-                details[val]["warning"] = (
-                    "Feast's file offline store (Dask read_parquet) reads every *.parquet file "
-                    "under the source, and these are not data (a Delta checkpoint, say): "
-                    "`feast materialize` over this view fails until the source is read "
-                    "through its Delta log")
-            if served.get(val):
+        said: dict[str, Any] = {}       # what the plan says of every value alike
+        if v.source and v.source[0] == "file" and (Path(v.source[1]) / "_delta_log").is_dir():
+            said["note"] = (
+                "Delta source: the purge ends with a log checkpoint, a Parquet file that "
+                "Feast's file offline store reads as data, so later materializations of this "
+                "view fail (they cannot restore the subject); see docs/connectors/feast.md")
+        if not_data:
+            said["warning"] = (
+                "Feast's file offline store (Dask read_parquet) reads every *.parquet file "
+                "under the source, and these are not data (a Delta checkpoint, say): "
+                "`feast materialize` over this view fails until the source is read "
+                "through its Delta log")
+        store = repo.online_type
+        details = {val: {"online_store": store, "online_keys": rows[val],
+                         "offline_rows_feast_reads": offline.get(val, 0),
+                         "served_by_get_online_features": served.get(val), **said}
+                   for val in values}
+        if not_data:
+            for d in details.values():
+                d["feast_reader_breaks_on"] = not_data[:5]
+        for val in served:
+            if served[val]:
                 residue[val].append("online: get_online_features still serves the entity")
-            if offline.get(val):
-                residue[val].append(f"offline: {offline[val]} rows in the source files Feast "
-                                    "reads (a materialize would restore them)")
+        for val, n in offline.items():
+            if n and val in residue:
+                residue[val].append(f"offline: {n} rows in the source files Feast reads "
+                                    "(a materialize would restore them)")
         return TargetCount(rows=rows, files={val: [] for val in values}, version=None,
                            residue=residue, details=details)
 

@@ -41,27 +41,28 @@ for i, key in ipairs(KEYS) do
 end
 return table.concat(out)
 """
-# For each hash holding any of the view's fields: delete the whole hash when no other view
-# has a timestamp (`_ts:`) in it, else only the view's fields. Returns how many hashes held
-# any of the view's fields.
+# For each hash holding any of the view's fields: delete those fields, and the whole hash
+# when fields remain but none is another view's timestamp (`_ts:`). Calls whose replies are
+# integers (HLEN, HDEL) in the usual case; HKEYS, whose reply the script must parse, only
+# for a hash that keeps fields. Returns how many hashes held any of the view's fields.
 _ERASE_LUA = """
-local own = {}
-for j = 1, #ARGV do own[ARGV[j]] = true end
 local n = 0
 for _, key in ipairs(KEYS) do
-  local mine, shared = false, false
-  for _, f in ipairs(redis.call('HKEYS', key)) do
-    if own[f] then mine = true
-    elseif string.sub(f, 1, 4) == '_ts:' then shared = true end
-  end
-  if mine then
-    n = n + 1
-    if shared then
-      for j = 1, #ARGV, 1000 do
-        redis.call('HDEL', key, unpack(ARGV, j, math.min(j + 999, #ARGV)))
+  local len = redis.call('HLEN', key)
+  if len > 0 then
+    local removed = 0
+    for j = 1, #ARGV, 1000 do
+      removed = removed + redis.call('HDEL', key, unpack(ARGV, j, math.min(j + 999, #ARGV)))
+    end
+    if removed > 0 then
+      n = n + 1
+      if removed < len then
+        local shared = false
+        for _, f in ipairs(redis.call('HKEYS', key)) do
+          if string.sub(f, 1, 4) == '_ts:' then shared = true break end
+        end
+        if not shared then redis.call('DEL', key) end
       end
-    else
-      redis.call('DEL', key)
     end
   end
 end
@@ -319,10 +320,17 @@ class FeastRepo:
                 conn.close()
             return found
         fields = self._redis_fields(v)
-        flags = "".join(_text(self._redis_script(_PRESENT_LUA, ks, fields))
-                        for ks in self._redis_batches(flat))
-        assert len(flags) == len(flat), "the Redis check did not answer for every key"
-        return {k for k, hit in zip(flat, flags) if hit == "1"}
+        cut = -len(self.project.encode("utf-8"))
+        for batch in self._redis_batches(flat):
+            # one EXISTS over the whole batch: none of the hashes exists, so none holds the
+            # view (the usual answer after an erase); else the script asks each hash
+            if not self._redis.exists(*batch):
+                continue
+            flags = _text(self._redis_script(_PRESENT_LUA, batch, fields))
+            if len(flags) != len(batch):
+                raise RuntimeError("the Redis store check did not answer for every key")
+            found.update(k[:cut] for k, hit in zip(batch, flags) if hit == "1")
+        return found
 
     def delete_online(self, v: FeatureViewInfo, keys: list[bytes]) -> int:
         """Delete the view's rows of these entity keys; returns how many keys had any."""
