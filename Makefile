@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_sweep.py
 	$(BIN)/python bench/bench_pending.py
 	$(BIN)/python bench/bench_cost_curve.py
+	$(BIN)/python bench/bench_spark.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
