@@ -417,29 +417,45 @@ class Ledger:
         commit (one `executemany`), or before anything reads `db`; all or none commit."""
         if not self._in_tx:     # its own transaction (one durable commit and anchor)
             with self.transaction():
-                return self._append(request_id, kind, body, None)
-        return self._append(request_id, kind, body, None)
-
-    def append_many(self, entries: Iterable[tuple[str | None, str, dict[str, Any]]]
-                    ) -> list[Entry]:
-        """Append (request_id, kind, body) entries in order in one transaction (the caller's,
-        or one of their own): all or none. A body object given for several entries (one
-        step's record for every request of a batch) is made canonical once."""
-        texts: dict[int, tuple[dict[str, Any], str]] = {}
-        with self.transaction():
-            return [self._append(rid, kind, body, texts) for rid, kind, body in entries]
-
-    def _append(self, request_id: str | None, kind: str, body: dict[str, Any],
-                texts: dict[int, tuple[dict[str, Any], str]] | None) -> Entry:
-        t0 = time.perf_counter()
+                return self.append(request_id, kind, body)
+        t0, spent = time.perf_counter(), WRITE_STATS.seconds
         key = self._require_key("append to")
-        if texts is None:
-            text = canonical(body)
-        else:   # by object: the body is held in `texts`, so its id is not reused meanwhile
-            known = texts.get(id(body))
-            if known is None:
-                known = texts[id(body)] = (body, canonical(body))
-            text = known[1]
+        text = canonical(body)
+        ts = now_iso()
+        row = self._add(key, request_id, kind, text, _enc(text), ts, _enc(ts))
+        WRITE_STATS.entries += 1
+        WRITE_STATS.seconds = spent + time.perf_counter() - t0   # a flush's time included once
+        return Entry(row[0], ts, request_id, kind, body, row[5], row[6])
+
+    def append_many(self, entries: Iterable[tuple[str | None, str, dict[str, Any]]]) -> int:
+        """Append (request_id, kind, body) entries in order, in one transaction (the
+        caller's, or one of their own): all or none; how many. One step's record for every
+        request of a batch: a body object given for several entries is made canonical once,
+        and the entries take one timestamp, the time of this call."""
+        with self.transaction():
+            t0, spent = time.perf_counter(), WRITE_STATS.seconds
+            key = self._require_key("append to")
+            ts = now_iso()
+            ts_json = _enc(ts)
+            # by object: each body is held here, so its id is not reused meanwhile
+            texts: dict[int, tuple[dict[str, Any], str, str]] = {}
+            n = 0
+            for request_id, kind, body in entries:
+                known = texts.get(id(body))
+                if known is None:
+                    text = canonical(body)
+                    known = texts[id(body)] = (body, text, _enc(text))
+                self._add(key, request_id, kind, known[1], known[2], ts, ts_json)
+                n += 1
+            WRITE_STATS.entries += n
+            WRITE_STATS.seconds = spent + time.perf_counter() - t0
+        return n
+
+    def _add(self, key: bytes, request_id: str | None, kind: str, text: str, text_json: str,
+             ts: str, ts_json: str) -> tuple[int, str, str | None, str, str, str, str]:
+        """The next entry's row, hashed in order and queued for the transaction's INSERT.
+        `text_json` and `ts_json` are `text` and `ts` as JSON strings (encoded once for
+        every entry sharing them)."""
         # the head is read (and checked) once per transaction: nobody else can write
         # while we hold it
         if self._tx_head is None:
@@ -452,16 +468,21 @@ class Ledger:
             # transaction, so the entry and the record of its format commit together)
             self._db.execute("INSERT INTO meta VALUES (?, ?)", (FORMAT3_FROM, str(seq)))
             self._tx_format3 = True
-        ts = now_iso()
         assert self._mac is not None
-        h = self._mac.entry_hash(prev, seq, ts, request_id, kind, text, "3")
-        self._pending.append((seq, ts, request_id, kind, text, prev, h))
+        try:   # entry_payload's format-3 text, its JSON strings encoded once
+            if seq > _INT_LIMIT:
+                raise TypeError
+            payload = (f"[{seq},{ts_json},{'null' if request_id is None else _enc(request_id)},"
+                       f"{_enc(kind)},{text_json}]").encode("utf-8")
+        except (UnicodeEncodeError, TypeError):
+            payload = entry_payload("3", seq, ts, request_id, kind, text)   # refuses it
+        h = self._mac.hexdigest(prev.encode() + payload)
+        row = (seq, ts, request_id, kind, text, prev, h)
+        self._pending.append(row)
         if len(self._pending) >= FLUSH_ROWS:
             self._flush()
         self._tx_head = (seq, h)
-        WRITE_STATS.entries += 1
-        WRITE_STATS.seconds += time.perf_counter() - t0
-        return Entry(seq, ts, request_id, kind, body, prev, h)
+        return row
 
     def _checked_head(self, key: bytes) -> tuple[int, str]:
         """The head, before a transaction appends to it: its last entry must verify under

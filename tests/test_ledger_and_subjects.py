@@ -150,6 +150,7 @@ def test_batched_appends_are_read_inside_the_transaction_and_chain_exactly(tmp_p
     (or before anything reads through `db`, or every FLUSH_ROWS): a read inside the
     transaction sees them, a rollback leaves none, and the chain and anchor verify."""
     import erasure.ledger as ledger_mod
+    from erasure.canonical import NotCanonicalJSON
     from erasure.ledger import entry_hash
 
     monkeypatch.setattr(ledger_mod, "FLUSH_ROWS", 7)
@@ -161,17 +162,25 @@ def test_batched_appends_are_read_inside_the_transaction_and_chain_exactly(tmp_p
             if i == 3:        # a read in the middle sees every entry appended so far
                 assert [e.body.get("i") for e in ledger.entries(rid)][-4:] == [0, 1, 2, 3]
         assert len(ledger.entries(rid)) == 21
+        shared = {"target": "t", "phase": "purge", "note": "caf\u00e9 \u2603"}
+        assert ledger.append_many([(rid, "step.started", shared), (None, "table.history", {}),
+                                   (rid, "step.completed", shared)]) == 3
     with pytest.raises(RuntimeError):
         with ledger.transaction():
             for i in range(10):
                 ledger.append(rid, "step.completed", {"target": "t", "phase": "erase"})
             raise RuntimeError("dies before the commit")
-    assert len(ledger.entries(rid)) == 21 and ledger.head()[0] == 21
-    assert ledger.verify_chain() == (True, 21, None)
+    assert len(ledger.entries(rid)) == 23 and ledger.head()[0] == 24
+    assert ledger.verify_chain() == (True, 24, None)
     rows = ledger.db.execute("SELECT * FROM entries ORDER BY seq").fetchall()
     prev = "0" * 64
     for seq, ts, r, kind, body, prev_hash, h in rows:    # recomputed with hmac.digest
         assert prev_hash == prev and entry_hash(chain_key(keys), prev, seq, ts, r, kind,
                                                 body) == h
         prev = h
-    assert load_state(ledger, rid).entries == 21
+    assert load_state(ledger, rid).entries == 23
+    with pytest.raises(NotCanonicalJSON):      # refused in a batch as alone; nothing appended
+        ledger.append_many([(rid, "step.started", shared), (rid, "x", {"t": float("nan")})])
+    with pytest.raises(NotCanonicalJSON):
+        ledger.append_many([(rid, "step.started", {"lone": "\ud800"})])
+    assert ledger.head()[0] == 24 and ledger.verify_chain() == (True, 24, None)
