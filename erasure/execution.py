@@ -34,10 +34,23 @@ PLAN_SUBJECT = "#plan"     # the sealed subject of a request's latest plan: <req
 def subject_text(engine: Engine, rid: str) -> str:
     """The subject of a request as its latest plan saw it (with the identities enrichment
     derived), or as it was submitted when no plan has been recorded."""
-    blob = engine.ledger.sealed_plan_subject(rid)
-    if blob is not None:
-        return engine.keys.unseal(blob, rid + PLAN_SUBJECT)
-    return engine.keys.unseal(engine.ledger.sealed_subject(rid), rid)
+    return subject_texts(engine, [rid])[rid]
+
+
+def subject_texts(engine: Engine, rids: list[str]) -> dict[str, str]:
+    """`subject_text` of each request, the sealed ids read with a few queries."""
+    names = [n for rid in rids for n in (rid + PLAN_SUBJECT, rid)]
+    sealed = engine.ledger.sealed_many(names)
+    out = {}
+    for rid in rids:
+        blob = sealed.get(rid + PLAN_SUBJECT)
+        if blob is not None:
+            out[rid] = engine.keys.unseal(blob, rid + PLAN_SUBJECT)
+        elif rid in sealed:
+            out[rid] = engine.keys.unseal(sealed[rid], rid)
+        else:                                   # says which request has none
+            out[rid] = engine.keys.unseal(engine.ledger.sealed_subject(rid), rid)
+    return out
 PHASES = ("erase", "purge", "verify")
 
 
@@ -469,7 +482,7 @@ class Runner:
         states = load_states(self.ledger, request_ids)     # a few queries, not one per request
         active = {rid: st for rid, st in states.items() if not st.done}
         self.states = active
-        raw = {rid: self.subject_text(rid) for rid in active}
+        raw = subject_texts(self.engine, list(active))
         if active:
             self._plan(active, raw, replan)
         groups = self._members(active, raw)
@@ -566,7 +579,7 @@ class Runner:
         clean retrained version exists. Each check is recorded as a `reverify` step."""
         self.states = load_states(self.ledger, request_ids)
         done = {rid: st for rid, st in self.states.items() if st.done and st.plan is not None}
-        raw = {rid: self.subject_text(rid) for rid in done}
+        raw = subject_texts(self.engine, list(done))
         groups = self._members(done, raw)
         for members in groups.values():
             conn = self.engine.registry.get(members[0].target.connector)

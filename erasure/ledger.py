@@ -527,6 +527,17 @@ class Ledger:
                               (request_id + "#plan",)).fetchone()
         return row[0] if row else None
 
+    def sealed_many(self, names: list[str], chunk: int = 500) -> dict[str, bytes]:
+        """The sealed subjects stored under these names (request ids, or `<id>#plan`), read
+        with one query per `chunk` names; a name with none is left out."""
+        out: dict[str, bytes] = {}
+        for i in range(0, len(names), chunk):
+            part = names[i:i + chunk]
+            out.update(self._db.execute(
+                "SELECT request_id, sealed FROM sealed_subjects WHERE request_id IN "
+                f"({','.join('?' * len(part))})", part))
+        return out
+
     def sealed_subject(self, request_id: str) -> bytes:
         row = self._db.execute("SELECT sealed FROM sealed_subjects WHERE request_id = ?",
                               (request_id,)).fetchone()

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from connectors.base import FileVersions, Presentation
 
 from .errors import ExitCode
-from .execution import subject_text
+from .execution import subject_texts
 from .planning import measure
 from .requests import finished, submit
 from .subject import short
@@ -73,13 +73,13 @@ def run_sweep(engine: Engine, fix: bool = False) -> SweepResult:
         ledger.append(None, "sweep.completed", {k: v for k, v in res.to_json().items()
                                                  if k != "targets_scanned"})
         return res
-    raw: dict[str, str] = {}
     by_subject: dict[str, list] = {}
     for st in done:
-        if st.subject_hmac not in raw:
-            # as its plan saw it: identities derived by enrichment included
-            raw[st.subject_hmac] = subject_text(engine, st.request_id)
         by_subject.setdefault(st.subject_hmac, []).append(st)
+    # each subject as its first request's plan saw it: identities derived by enrichment
+    # included (sealed ids read with a few queries)
+    texts = subject_texts(engine, [sts[0].request_id for sts in by_subject.values()])
+    raw = {hm: texts[sts[0].request_id] for hm, sts in by_subject.items()}
     res.subjects = len(raw)
     graph = engine.graph()                     # re-reads the configured lineage events
     # every erased key matched in one pass per dataset; only the hits are explained
