@@ -42,19 +42,22 @@ from pathlib import Path
 import erasure.sweep as sweep
 from erasure.engine import Engine
 phase = {}
-measure = sweep.measure
-def timed(*a, **k):
-    t = time.perf_counter()
-    try:
-        return measure(*a, **k)
-    finally:
-        phase["match"] = time.perf_counter() - t
-sweep.measure = timed
+def timed(name, f):
+    def run(*a, **k):
+        t = time.perf_counter()
+        try:
+            return f(*a, **k)
+        finally:
+            phase[name] = time.perf_counter() - t
+    return run
+sweep.measure = timed("match", sweep.measure)
+sweep.finished = timed("read", sweep.finished)
 eng = Engine.from_path(Path(cfg))
 t1 = time.perf_counter()
 res = sweep.run_sweep(eng)
 secs = time.perf_counter() - t1
 print("RESULT " + json.dumps({"seconds": secs, "match_seconds": phase.get("match", 0.0),
+      "read_seconds": phase.get("read", 0.0),
       "process_seconds": time.perf_counter() - t0, "status": res.status,
       "subjects": res.subjects, "findings": len(res.findings),
       "rows_found": sum(f.get("rows") or 0 for f in res.findings),
@@ -161,6 +164,8 @@ def main() -> None:
           f"({eng['targets']} targets, status {eng['status']})")
     print(f"    of which matching (planning.measure):      {eng['match_seconds']:7.2f} s; "
           f"whole process with imports {eng['process_seconds']:.2f} s")
+    print(f"    of which reading the finished requests:    {eng['read_seconds']:7.2f} s "
+          "(requests.finished)")
     try:
         import duckdb  # noqa: F401
     except ImportError:
