@@ -63,6 +63,25 @@ class SparkSettings(BaseModel):
         return v
 
 
+def _import_spark_connect() -> None:
+    """Import pyspark's Spark Connect client. On import it takes a `__main__` without a
+    `__spec__` or `__file__` (Python run with `-c`, or embedded) for a doctest run and exits
+    the process when its test dependencies are missing; for that import, such a `__main__`
+    is given a `__file__`."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    bare = (main is not None and getattr(main, "__spec__", None) is None
+            and not hasattr(main, "__file__"))
+    if bare:
+        main.__file__ = "<erasure>"          # type: ignore[union-attr]
+    try:
+        import pyspark.sql.connect.session  # noqa: F401
+    finally:
+        if bare:
+            del main.__file__               # type: ignore[union-attr]
+
+
 def marker(tag: str) -> str:
     """The keys view's column for the run tagged `tag`: an identifier that names the run in
     the commit's merge predicate and holds nothing of any subject."""
@@ -101,6 +120,7 @@ class SparkDeltaConnector(DeltaConnector):
     # ---- the session -----------------------------------------------------------------
     def session(self):
         if self._session is None:
+            _import_spark_connect()
             from pyspark.sql import SparkSession
 
             try:

@@ -118,6 +118,20 @@ def test_tables_patterns_choose_which_tables_the_cluster_erases(tmp_path, sail):
     assert by_name[str(on)]["rows"] == by_name[str(off)]["rows"] == 2
 
 
+def test_the_engine_embedded_in_python_dash_c_reaches_the_cluster(tmp_path, sail):
+    """pyspark's client takes a __main__ without a file for a doctest run and exits; the
+    engine run from `python -c` (as the benchmarks and embedders do) must still work."""
+    events = tmp_path / "events"
+    _table(events, commits=1, per=100)
+    cfg = _config(tmp_path, sail, [events])
+    code = ("import sys; from erasure.cli import run_cli; "
+            f"sys.exit(run_cli(['--config', {str(cfg)!r}, 'plan', '--subject-id', '3', '--json']))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    (target,) = json.loads(res.stdout)["targets"]
+    assert target["connector"] == "spark" and target["rows"] == 2
+
+
 @pytest.mark.parametrize("edit, message", [
     ('remote = "localhost:15002"', '[spark] remote must be a Spark Connect URL'),
     ('remote = "sc://127.0.0.1:1"\nremotes = "x"', "[spark] unknown key 'remotes'"),
