@@ -167,3 +167,33 @@ def test_a_resumed_run_finds_what_an_interrupted_spark_erase_deleted(tmp_path, s
     # the commit's JSON holds no id: keys went as data, not as SQL text
     log = (events / "_delta_log" / f"{res.version_after:020d}.json").read_text()
     assert "user5@" not in log and not any(f"= {k}" in log or f"({k})" in log for k in (5, 6))
+
+
+def test_rows_the_cluster_only_marks_deleted_are_rewritten_out_of_the_files(tmp_path, sail):
+    """On a table with deletion vectors the cluster's MERGE only marks the subject's rows
+    (Sail writes a deletion vector); the purge rewrites the file that still holds them, so
+    no file under the table holds the subject afterwards."""
+    events = tmp_path / "dv"
+    ids = [1 + i // 2 % 50 for i in range(200)]
+    write_deltalake(str(events), pa.table({"user_id": pa.array(ids, pa.int64()),
+                                           "email": [f"user{u}@example.com" for u in ids]}),
+                    configuration={"delta.enableDeletionVectors": "true"})
+    subjects = {7, 8}
+    others = sorted((r["user_id"], r["email"]) for r in read_table(str(events)).to_pylist()
+                    if r["user_id"] not in subjects)
+    cfg = _config(tmp_path, sail, [events])
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("7\n8\n")
+    assert _cli(cfg, "request", "submit", "--subjects-file", str(ids_file)).returncode == 0
+    run = _cli(cfg, "run", "--pending", "--json")
+    assert run.returncode == 0, (run.stdout[-3000:], run.stderr[-3000:])
+    db = sqlite3.connect(tmp_path / ".erasure" / "ledger.db")
+    (body,) = db.execute("SELECT body FROM entries WHERE kind = 'table.history'").fetchone()
+    db.close()
+    merge = [h for h in json.loads(body)["history"] if h["operation"] == "MERGE"]
+    assert merge[0]["engineInfo"].startswith("sail")
+    assert merge[0]["metrics"]["numTargetDeletionVectorsAdded"] == 1, merge   # only marked
+    assert sorted((r["user_id"], r["email"]) for r in read_table(str(events)).to_pylist()) == others
+    emails = [f"user{s}@example.com".encode() for s in sorted(subjects)]
+    assert files_holding(events, emails, {"user_id": None}) == []
+    assert _cli(cfg, "ledger", "verify").returncode == 0
