@@ -12,7 +12,7 @@ Everything else is optional and typed, never probed by attribute name:
   concurrent writers), `TracesAttempts` (what an interrupted attempt already deleted),
   `Purges` (a physical purge after the erase, with the history the audit keeps),
   `ErasesInTransaction` (the guard checked inside the delete's own transaction, rolled back on
-  a mismatch), `DerivesTargets`, `VerifiesItself`, `FileVersions`, `ReadsVersions`,
+  a mismatch), `DerivesTargets`, `VerifiesItself`, `FileVersions`, `ReadsVersions`, `Closes`,
   `ReaderView`;
 - a capability that only changes how the core calls the core methods is data in
   `Capabilities`: `provenance_context` (count/live_rows/erase/verify take the keywords of
@@ -308,6 +308,14 @@ class ProvenanceAware(Protocol):
     def erase(self, namespace: str, name: str, column: str, values: Sequence[Any], tag: str,
               derived: dict | None = None, requests: dict[Any, list[str]] | None = None,
               planned: dict[Any, int] | None = None) -> EraseResult: ...
+
+
+@runtime_checkable
+class Closes(Protocol):
+    """Holds a connection or session (a Spark Connect session) to release when the command
+    ends, while the server is still there: `Engine.close` calls it."""
+
+    def close(self) -> None: ...
 
 
 @runtime_checkable

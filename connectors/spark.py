@@ -124,12 +124,20 @@ class SparkDeltaConnector(DeltaConnector):
             from pyspark.sql import SparkSession
 
             try:
-                self._session = SparkSession.builder.remote(
-                    self.spark_settings.remote).getOrCreate()
+                # a session of its own (not the process's default one, which another
+                # connector or the embedding program may hold for another server)
+                self._session = SparkSession.builder.remote(self.spark_settings.remote).create()
             except Exception as exc:       # grpc and pyspark raise many kinds
                 raise ErasureFailed(f"[spark] remote {self.spark_settings.remote}: cannot open "
                                     f"a Spark Connect session ({type(exc).__name__})") from None
         return self._session
+
+    def close(self) -> None:
+        """Release the session on the server (its temporary views go with it) while the
+        server is there: a session dropped later retries the release for minutes."""
+        if self._session is not None:
+            session, self._session = self._session, None
+            session.stop()
 
     def _run(self, what: str, sql: str) -> list:
         try:

@@ -88,6 +88,12 @@ class Engine:
         return LineageGraph(self.lineage_store.events())
 
     def close(self) -> None:
+        if self._registry is not None:
+            from connectors.base import Closes
+
+            for conn in self._registry.connectors:
+                if isinstance(conn, Closes):
+                    conn.close()
         for name in ("ledger", "lineage_store"):
             if name in self.__dict__:
                 self.__dict__[name].close()

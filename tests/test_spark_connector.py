@@ -155,6 +155,14 @@ def test_a_resumed_run_finds_what_an_interrupted_spark_erase_deleted(tmp_path, s
     events = tmp_path / "events"
     _table(events, commits=2, per=400)
     c = SparkDeltaConnector(SparkSettings(remote=sail), DeltaSettings(residue="purge"))
+    try:
+        _resume_checks(c, events)
+    finally:
+        c.close()       # released while the server is up (else the client retries for minutes)
+    assert c._session is None
+
+
+def _resume_checks(c, events: Path) -> None:
     assert c.handles("file", str(events))
     counted = c.count("file", str(events), "user_id", [5, 6, 999_999])
     assert counted.rows == {5: 2, 6: 2, 999_999: 0}
