@@ -407,8 +407,9 @@ def run(request_ids: List[str] = typer.Argument(None, help="Request ids to execu
         raise InputError("give request ids, or --pending, not both")
     with eng.ledger.exclusive():
         ids = pending_request_ids(eng.ledger) if pending else list(request_ids)
-        for rid in ids:
-            eng.ledger.require(rid)
+        if not pending:        # ids from the command line; pending ones come from the ledger
+            for rid in ids:
+                eng.ledger.require(rid)
         outcomes = []
         can: dict = {}
         # requests run in batches of RUN_CHUNK: memory stays bounded however many are
