@@ -61,6 +61,33 @@ def arrow_table(obj):
     return pa.RecordBatchReader.from_stream(obj).read_all()
 
 
+def admitted_row_groups(pf, column: str, sorted_values: list) -> tuple[list[int], int]:
+    """The row groups of a Parquet file (a `pq.ParquetFile`, whose footer is read) whose
+    min/max statistics for the top-level `column` admit one of `sorted_values`, and how many
+    the statistics ruled out. A row group without statistics, or whose statistics cannot be
+    compared with the values, is admitted."""
+    from bisect import bisect_left
+
+    md = pf.metadata
+    leaf = next((i for i in range(md.num_columns) if md.schema.column(i).path == column), None)
+    admitted, skipped = [], 0
+    for rg in range(md.num_row_groups):
+        st = md.row_group(rg).column(leaf).statistics if leaf is not None else None
+        if st is not None and st.has_min_max:
+            lo, hi = st.min, st.max
+            if isinstance(lo, bytes):
+                lo, hi = lo.decode("utf-8", "replace"), hi.decode("utf-8", "replace")
+            try:
+                j = bisect_left(sorted_values, lo)
+                if j >= len(sorted_values) or sorted_values[j] > hi:
+                    skipped += 1
+                    continue
+            except TypeError:
+                pass
+        admitted.append(rg)
+    return admitted, skipped
+
+
 def comparable(arr):
     """delta-rs writes Utf8View and pandas large strings; `is_in` has no kernel for them."""
     import pyarrow as pa

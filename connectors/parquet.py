@@ -27,7 +27,7 @@ from .base import (Capabilities, ConnectorPlugin, ConnectorRegistry, EraseResult
 
 if TYPE_CHECKING:
     from erasure.config import Config
-from .keymatch import array_of, comparable, key_counts, key_mask
+from .keymatch import admitted_row_groups, array_of, comparable, key_counts, key_mask
 from .objectstore import OBJECT_STORE_SCHEMES, Denied, ObjectPrefix, options_for
 
 
@@ -179,7 +179,13 @@ class ParquetConnector:
         pf = pq.ParquetFile(f)
         if column not in pf.schema_arrow.names:
             return {}
-        arr = comparable(pf.read(columns=[column]).column(0))
+        try:
+            groups, _ = admitted_row_groups(pf, column, sorted(values))
+        except TypeError:           # values of mixed types: every row group is read
+            groups = list(range(pf.metadata.num_row_groups))
+        if not groups:              # the statistics rule every row group out
+            return {}
+        arr = comparable(pf.read_row_groups(groups, columns=[column]).column(0))
         return key_counts(arr, _value_set(values, arr.type))
 
     def count(self, namespace: str, name: str, column: str, values: Sequence[Any],

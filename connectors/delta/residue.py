@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from bisect import bisect_left
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -29,7 +28,7 @@ from urllib.parse import unquote
 
 from erasure.subject import has_token
 
-from ..keymatch import array_of, comparable, key_counts
+from ..keymatch import admitted_row_groups, array_of, comparable, key_counts
 
 STAT_KEYS = {"minValues", "maxValues", "partitionValues", "partitionValues_parsed"}
 PREDICATE_KEY = re.compile("predicate|condition", re.I)
@@ -173,23 +172,9 @@ def _parquet_hits(pf, names: set[str], m: _Matcher) -> tuple[dict, int]:
         return hits, skipped
     sorted_vals = sorted(m.values)
     for col in cols:
-        leaf = None
-        for i in range(pf.metadata.num_columns):
-            if pf.metadata.schema.column(i).path == col:
-                leaf = i
-        for rg in range(pf.metadata.num_row_groups):
-            st = pf.metadata.row_group(rg).column(leaf).statistics if leaf is not None else None
-            if st is not None and st.has_min_max:
-                lo, hi = st.min, st.max
-                if isinstance(lo, bytes):
-                    lo, hi = lo.decode("utf-8", "replace"), hi.decode("utf-8", "replace")
-                try:
-                    j = bisect_left(sorted_vals, lo)
-                    if j >= len(sorted_vals) or sorted_vals[j] > hi:
-                        skipped += 1
-                        continue
-                except TypeError:
-                    pass
+        groups, n_skipped = admitted_row_groups(pf, col, sorted_vals)
+        skipped += n_skipped
+        for rg in groups:
             arr = comparable(pf.read_row_group(rg, columns=[col]).column(0))
             counts = key_counts(arr, m.value_array(arr.type))
             if m.same_type(arr.type):      # each key found is one of the values as is
