@@ -227,6 +227,19 @@ def _event(db: Db, source: str, target: str) -> str:
                 "transformations": [{"type": "DIRECT", "subtype": "IDENTITY"}]}]}}}}}]}) + "\n"
 
 
+def _json_cli(db, cfg, capsys):
+    """The CLI on `cfg` with --json, in-process: (call, everything it printed so far)."""
+    lake = Lake(db.root, cfg, {}, db.root / "events.jsonl")
+    printed: list[str] = []
+
+    def cli(*args: str) -> tuple[int, dict]:
+        code, out = lake.cli(*args, "--json", capsys=capsys)
+        printed.append(out + lake.last_err)
+        return code, json.loads(out)
+
+    return cli, printed
+
+
 def test_the_cli_erases_a_subject_from_sql_tables_end_to_end(db, capsys, monkeypatch):
     customers = db.table("customers", sa.Column("ref", sa.String(600), primary_key=True),
                          sa.Column("email", sa.Text))
@@ -245,14 +258,7 @@ def test_the_cli_erases_a_subject_from_sql_tables_end_to_end(db, capsys, monkeyp
     cfg = db.config([(db.name("customers"), "ref")], "events.jsonl",
                     'password_env = "ERASURE_TEST_PG_PASSWORD"\n'
                     if db.backend == "postgresql" else "")
-    lake = Lake(db.root, cfg, {}, db.root / "events.jsonl")
-    printed: list[str] = []
-
-    def cli(*args: str) -> tuple[int, dict]:
-        code, out = lake.cli(*args, "--json", capsys=capsys)
-        printed.append(out + lake.last_err)
-        return code, json.loads(out)
-
+    cli, printed = _json_cli(db, cfg, capsys)
     assert cli("keys", "init")[0] == 0
     code, plan = cli("plan", "--subject-id", SUBJECT)
     assert code == 0, plan
@@ -437,14 +443,7 @@ def test_a_request_by_email_erases_every_spelling_and_the_orders_of_the_ids_it_m
         'from_column = "email"\nto_column = "customer_id"\n'
         'from_identity = "email"\nto_identity = "customer_id"\n'
         f'[[sql]]\nnamespace = "{db.namespace}"\nurl = "{db.url}"\n')
-    lake = Lake(db.root, cfg, {}, db.root / "events.jsonl")
-    printed: list[str] = []
-
-    def cli(*args: str) -> tuple[int, dict]:
-        code, out = lake.cli(*args, "--json", capsys=capsys)
-        printed.append(out + lake.last_err)
-        return code, json.loads(out)
-
+    cli, printed = _json_cli(db, cfg, capsys)
     assert cli("keys", "init")[0] == 0
     code, plan = cli("plan", "--identity", "email=ALICE@example.com")
     assert code == 0, plan
