@@ -23,8 +23,9 @@ import random
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from lakes import sample_lake
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -109,14 +110,7 @@ def main() -> None:
     base = Path(os.environ.get("BENCH_DIR", ROOT / "bench_lake")).resolve()
     if base.exists():
         shutil.rmtree(base)
-    # generated in a child process: Linux carries a parent's peak RSS into children
-    # (ru_maxrss survives fork and exec), which would hide every child's own figure
-    t0 = time.perf_counter()
-    gen = subprocess.run([PY, "-m", "sample_lake.generate", "--out", str(base / "lake"),
-                          "--rows", str(rows), "--seed", "7", "--json", "--no-feast",
-                          "--no-mlflow"], capture_output=True, text=True, cwd=ROOT, check=True)
-    info = json.loads(gen.stdout)
-    gen_s = time.perf_counter() - t0
+    info, gen_s = sample_lake(base / "lake", rows)
     lake = Path(info["out_dir"])
     cfg = str(lake / "erasure.toml")
     # untouched copies for the raw baselines, taken before the engine changes anything

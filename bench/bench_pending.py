@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+from lakes import sample_lake
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 
@@ -106,17 +108,6 @@ def entries(db: Path) -> int:
         return con.execute("SELECT count(*) FROM entries").fetchone()[0]
     finally:
         con.close()
-
-
-def sample_lake(out: Path, rows: int) -> tuple[dict, float]:
-    """The sample lake without Feast and MLflow, generated in a child process (Linux carries
-    a parent's peak RSS into its children), and the seconds it took."""
-    t0 = time.perf_counter()
-    cmd = [PY, "-m", "sample_lake.generate", "--out", str(out), "--rows", str(rows),
-           "--seed", "7", "--json", "--no-feast", "--no-mlflow"]
-    info = json.loads(subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
-                                     check=True).stdout)
-    return info, time.perf_counter() - t0
 
 
 def main() -> None:

@@ -32,8 +32,6 @@ from .objectstore import OBJECT_STORE_SCHEMES, Denied, ObjectPrefix, options_for
 
 
 def _value_set(values: Sequence[Any], typ):
-    import pyarrow as pa
-
     return array_of(values, typ)
 
 

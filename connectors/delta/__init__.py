@@ -203,7 +203,6 @@ class DeltaConnector:
     # ---- measuring ------------------------------------------------------------------
     def count_rows(self, dt, column: str, values: Sequence[Any]) -> dict[Any, int]:
         """Live (logically visible) rows per key; reads deletion vectors correctly."""
-        import pyarrow as pa
         from deltalake import QueryBuilder
 
         counts: dict[Any, int] = {v: 0 for v in values}
@@ -254,7 +253,6 @@ class DeltaConnector:
                values: Sequence[Any]) -> tuple[dict[Any, list[Any]], int | None]:
         """`to_column` values per `from_column` value (LooksUp), read from one version of the
         table (returned): DataFusion with the same type-safe literals as counting."""
-        import pyarrow as pa
         from deltalake import QueryBuilder
 
         from .sql import literal
@@ -280,7 +278,6 @@ class DeltaConnector:
         """The spellings of normalized identities in the live rows (FindsKeyVariants): the
         distinct keys are read through DataFusion (deletion vectors honoured), normalized and
         matched in Arrow."""
-        import pyarrow as pa
         from deltalake import QueryBuilder
 
         from ..keymatch import key_variants
@@ -441,8 +438,6 @@ class DeltaConnector:
                            upto: int | None = None) -> int:
         """Rows in data files added after `version` (up to `upto`): the guard's tolerance
         for other writers. Files rewritten by compaction count too, so it errs generous."""
-        import pyarrow as pa
-
         now = self.open(namespace, name, upto)
         if now.version() == version:
             return 0
