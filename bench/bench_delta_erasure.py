@@ -25,7 +25,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lakes import sample_lake
+from lakes import fresh_sample_lake
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -105,12 +105,8 @@ def row(label: str, r: dict) -> str:
 
 
 def main() -> None:
-    rows = int(os.environ.get("BENCH_ROWS", "5000000"))
     n_many = int(os.environ.get("BENCH_SUBJECTS", "1000"))
-    base = Path(os.environ.get("BENCH_DIR", ROOT / "bench_lake")).resolve()
-    if base.exists():
-        shutil.rmtree(base)
-    info, gen_s = sample_lake(base / "lake", rows)
+    base, rows, info, gen_s = fresh_sample_lake("bench_lake", 5_000_000)
     lake = Path(info["out_dir"])
     cfg = str(lake / "erasure.toml")
     # untouched copies for the raw baselines, taken before the engine changes anything

@@ -34,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from lakes import sample_lake
+from lakes import fresh_sample_lake
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -112,11 +112,7 @@ def entries(db: Path) -> int:
 
 def main() -> None:
     n = int(os.environ.get("BENCH_REQUESTS", "100000"))
-    rows = int(os.environ.get("BENCH_ROWS", "500000"))
-    base = Path(os.environ.get("BENCH_DIR", ROOT / "bench_lake_pending")).resolve()
-    if base.exists():
-        shutil.rmtree(base)
-    info, gen_s = sample_lake(base / "lake", rows)
+    base, rows, info, gen_s = fresh_sample_lake("bench_lake_pending", 500_000)
     lake = Path(info["out_dir"])
     cfg = str(lake / "erasure.toml")
     # untouched copies for the raw side, taken before the engine changes anything
