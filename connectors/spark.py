@@ -278,7 +278,7 @@ def _build(config: Config, registry: ConnectorRegistry) -> SparkDeltaConnector |
     from . import extras
 
     extras.require(extras.SPARK)
-    return SparkDeltaConnector(settings, config.section("delta"))
+    return SparkDeltaConnector(settings, config.section("delta"), storage=config.storage)
 
 
 PLUGIN = ConnectorPlugin("spark", SparkDeltaConnector.presentation, _build, section="spark",

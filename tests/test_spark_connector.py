@@ -205,3 +205,21 @@ def test_rows_the_cluster_only_marks_deleted_are_rewritten_out_of_the_files(tmp_
     emails = [f"user{s}@example.com".encode() for s in sorted(subjects)]
     assert files_holding(events, emails, {"user_id": None}) == []
     assert _cli(cfg, "ledger", "verify").returncode == 0
+
+
+def test_the_spark_connector_takes_the_storage_entries_as_the_delta_connector_does(tmp_path):
+    """An s3:// table on the Spark path is still listed and purged here, with the options of
+    its `[[storage]]` entry (not the default ones)."""
+    from connectors import default_registry
+    from erasure.config import load_config
+
+    cfg = tmp_path / "e.toml"
+    cfg.write_text('[lineage]\nevents = []\n[[roots]]\nnamespace = "s3://lake"\nname = "t"\n'
+                   'column = "id"\n[delta.storage_options]\nAWS_REGION = "default-region"\n'
+                   '[[storage]]\nprefix = "s3://lake"\n[storage.options]\n'
+                   'AWS_REGION = "lake-region"\n[spark]\nremote = "sc://127.0.0.1:1"\n')
+    reg = default_registry(load_config(cfg))
+    spark, delta = reg.get("spark"), reg.get("delta")
+    for conn in (spark, delta):
+        assert conn.storage_options("s3://lake/t") == {"AWS_REGION": "lake-region"}
+        assert conn.storage_options("s3://other/t") == {"AWS_REGION": "default-region"}
