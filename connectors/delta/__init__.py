@@ -151,10 +151,7 @@ class DeltaConnector:
         return uri
 
     def open(self, namespace: str, name: str, version: int | None = None):
-        from deltalake import DeltaTable
-        from deltalake.exceptions import TableNotFoundError
-
-        """The table at `version`, or at its latest version (never a cached one).
+        """The table at `version`, or at its latest version (never a stale one).
 
         The latest is loaded once per table and then brought up to date with
         `update_incremental()` on each call (it lists the log and applies the commits since:
@@ -162,7 +159,8 @@ class DeltaConnector:
         times). Every caller asks for the latest, so they share one object; none keeps an
         older snapshot across a later `open`. Should the update fail (the log was cleaned
         past it by another writer, the table replaced), the table is loaded afresh."""
-        from deltalake.exceptions import DeltaError
+        from deltalake import DeltaTable
+        from deltalake.exceptions import DeltaError, TableNotFoundError
 
         uri = self.table_uri(namespace, name)
         if version is None and uri in self._latest:
@@ -610,31 +608,20 @@ class DeltaConnector:
         sc = scan_table_folder(root, live, {column, fields.get(column, ("", column))[1]},
                                list(values), self._memo)
         self._hook("before_leftover_delete", uri)
-        now, young, grace = time.time(), 0, self.settings.orphan_grace
-        holders = sorted({rel for v in values for rel, kind in sc.residue(v).items()
-                          if kind in ("change data file", "data file")})
-        for rel in holders:
-            p = root / rel
+
+        def mtime_of(rel: str) -> float | None:
             try:
-                mtime = p.stat().st_mtime
+                return (root / rel).stat().st_mtime
             except FileNotFoundError:
-                continue
-            if not (rel in names.removed or rel in names.cdc):
-                if now - mtime < grace:
-                    young += 1
-                    continue
-            if rel in self._live_files(self.open(namespace, name), root):
-                continue       # committed by another writer meanwhile: live data
-            p.unlink()
-            removed.append(rel)
-        if young:
-            res.notes.append(
-                f"{young} file(s) holding a key were left: the log never named them as removed "
-                "or as change data and they are "
-                f"younger than the {timedelta(seconds=grace)} grace period ([delta] "
-                "orphan_grace; possibly another writer's uncommitted data, or the data of a "
-                "run of ours that was killed mid-write); verification reports them, a later "
-                "purge removes them once they are older")
+                return None
+
+        def delete(rel: str) -> bool:
+            (root / rel).unlink()
+            return True
+
+        removed += self._delete_holders(
+            sc, values, names, res, "file", mtime_of,
+            lambda: self._live_files(self.open(namespace, name), root), delete)
         log = root / "_delta_log"
         for dirpath, _, filenames in os.walk(root):
             for fn in filenames:
@@ -652,7 +639,6 @@ class DeltaConnector:
         never a file the latest version references), on the listing. Returns the objects
         deleted and the scan (its noncurrent versions holding a key, for the version purge)."""
         uri = store.uri
-        removed: list[str] = []
         dt = self.open(namespace, name)
         fields = self._fields(dt)
         self._hook("leftover_scan", uri)
@@ -660,31 +646,53 @@ class DeltaConnector:
                                 {column, fields.get(column, ("", column))[1]}, list(values),
                                 self._memo)
         self._hook("before_leftover_delete", uri)
+
+        def delete(rel: str) -> bool:
+            try:
+                store.delete(rel)
+                return True
+            except Denied as exc:
+                res.notes.append(f"object store: {exc}; verification reports what it holds")
+                return False
+
+        return self._delete_holders(
+            sc, values, names, res, "object",
+            lambda rel: sc.objects[rel].mtime if rel in sc.objects else None,
+            lambda: self._live_rels(self.open(namespace, name), uri), delete), sc
+
+    def _delete_holders(self, sc: FolderScan, values: Sequence[Any], names: logclean.LogNames,
+                        res: PurgeResult, noun: str, mtime_of: Callable[[str], float | None],
+                        live_now: Callable[[], set[str]],
+                        delete: Callable[[str], bool]) -> list[str]:
+        """The leftover rule, one place for folders and object stores: of the data and
+        change-data files the scan found holding a key and not live, delete those the log
+        named as removed or as change data, and those no commit named (orphans) once older
+        than `[delta] orphan_grace`; never one the latest version references (reloaded
+        right before each delete). Younger orphans are left and said in the notes."""
         now, young, grace = time.time(), 0, self.settings.orphan_grace
+        removed: list[str] = []
         holders = sorted({rel for v in values for rel, kind in sc.residue(v).items()
                           if kind in ("change data file", "data file")})
         for rel in holders:
-            obj = sc.objects.get(rel)
-            if obj is None:
-                continue
-            if not (rel in names.removed or rel in names.cdc) and now - obj.mtime < grace:
+            mtime = mtime_of(rel)
+            if mtime is None:
+                continue                 # gone meanwhile
+            if not (rel in names.removed or rel in names.cdc) and now - mtime < grace:
                 young += 1
                 continue
-            if rel in self._live_rels(self.open(namespace, name), uri):
+            if rel in live_now():
                 continue       # committed by another writer meanwhile: live data
-            try:
-                store.delete(rel)
-            except Denied as exc:
-                res.notes.append(f"object store: {exc}; verification reports what it holds")
-                continue
-            removed.append(rel)
+            if delete(rel):
+                removed.append(rel)
         if young:
             res.notes.append(
-                f"{young} object(s) holding a key were left: the log never named them as "
-                "removed or as change data and they are younger than the "
-                f"{timedelta(seconds=grace)} grace period ([delta] orphan_grace); "
-                "verification reports them, a later purge removes them once they are older")
-        return removed, sc
+                f"{young} {noun}(s) holding a key were left: the log never named them as "
+                f"removed or as change data and they are younger than the "
+                f"{timedelta(seconds=grace)} grace period ([delta] orphan_grace; possibly "
+                "another writer's uncommitted data, or the data of a run of ours that was "
+                "killed mid-write); verification reports them, a later purge removes them "
+                "once they are older")
+        return removed
 
     @staticmethod
     def _delete_noncurrent(store: ObjectPrefix, touched: set[str], holding: set[str],

@@ -197,6 +197,18 @@ def _value_array(values: list[Any], typ):
             else array_of([v for v in values if isinstance(v, int)], pa.int64())
 
 
+def _log_entry_hits(text: str, m: _Matcher, hits: set) -> None:
+    """The keys in a log file (a commit JSON, a `.crc`, `_last_checkpoint`): each JSON line
+    walked (statistics, partition values, predicates); a line that is not JSON searched as
+    text for string keys."""
+    for line in text.splitlines():
+        if line.strip():
+            try:
+                m.walk(json.loads(line), hits)
+            except json.JSONDecodeError:
+                hits.update(m.in_text(line) if not m.is_int else [])
+
+
 def _partition_hits(rel: str, m: _Matcher) -> set:
     hits: set = set()
     for seg in rel.split("/")[:-1] if not rel.endswith("/") else rel.rstrip("/").split("/"):
@@ -277,12 +289,7 @@ def scan_table_folder(root: Path, live_files: set[str], names: set[str],
                     hits = set(counts)
                 elif in_log and (fn.endswith(".json") or fn.endswith(".crc") or fn == "_last_checkpoint"):
                     kind = "log entry"
-                    for line in full.read_text(encoding="utf-8", errors="replace").splitlines():
-                        if line.strip():
-                            try:
-                                m.walk(json.loads(line), hits)
-                            except json.JSONDecodeError:
-                                hits.update(m.in_text(line) if not m.is_int else [])
+                    _log_entry_hits(full.read_text(encoding="utf-8", errors="replace"), m, hits)
                 elif fn.startswith("deletion_vector_") and fn.endswith(".bin"):
                     continue
                 elif not m.is_int:
@@ -347,12 +354,7 @@ def _object_hits(store, obj, kind: str, names: set[str], m: _Matcher) -> tuple[d
         finally:
             f.close()
     elif kind == "log entry":
-        for line in store.read(obj).decode("utf-8", "replace").splitlines():
-            if line.strip():
-                try:
-                    m.walk(json.loads(line), hits)
-                except json.JSONDecodeError:
-                    hits.update(m.in_text(line) if not m.is_int else [])
+        _log_entry_hits(store.read(obj).decode("utf-8", "replace"), m, hits)
     elif not m.is_int:
         data = store.read(obj)
         hits = {v for v in m.values if v.encode("utf-8") in data}
