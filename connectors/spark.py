@@ -37,8 +37,7 @@ from pydantic import BaseModel, Field, field_validator
 from erasure.config import SECTION, Text, refuse
 from erasure.errors import ConflictRetriesExhausted, ErasureFailed
 
-from .base import (Capabilities, ConnectorPlugin, ConnectorRegistry, EraseResult, Presentation,
-                   TargetCount)
+from .base import Capabilities, ConnectorPlugin, ConnectorRegistry, EraseResult, Presentation
 from .delta import DeltaConnector
 from .delta.config import DeltaSettings
 
@@ -186,14 +185,10 @@ class SparkDeltaConnector(DeltaConnector):
             .createOrReplaceTempView(view)
         return view
 
-    def count(self, namespace: str, name: str, column: str, values: Sequence[Any],
-              with_residue: bool = True) -> TargetCount:
-        """Rows per key from the cluster; files holding them and residue from the folder
-        scan (as the Delta connector)."""
-        counted = super().count(namespace, name, column, values, with_residue=with_residue)
-        if with_residue:    # the scan's physical rows are replaced by the cluster's count
-            counted.rows = self.count_rows(self.open(namespace, name), column, values)
-        return counted
+    def _rows_of_scan(self, dt, column: str, values: Sequence[Any], sc) -> dict[Any, int]:
+        """Rows per key from the cluster (not from the folder scan's physical rows); the
+        files holding them and the residue still come from the scan (Delta's `count`)."""
+        return self.count_rows(dt, column, values)
 
     # ---- erasing on the cluster --------------------------------------------------------
     def erase(self, namespace: str, name: str, column: str, values: Sequence[Any],

@@ -409,13 +409,7 @@ class DeltaConnector:
         if sc is None:
             rows = self.count_rows(dt, column, values)
         else:
-            # one pass over the files gives the rows too; only rows hidden by deletion
-            # vectors need the reader, and only for the keys the files hold physically
-            # per key, only the keys found anywhere need work (most keys of a sweep are not)
-            rows = dict.fromkeys(values, 0)
-            rows.update((v, n) for v, n in sc.live_rows.items() if v in rows)
-            if "deletionVectors" in (dt.protocol().reader_features or []):
-                rows.update(self.count_rows(dt, column, [v for v in values if sc.live.get(v)]))
+            rows = self._rows_of_scan(dt, column, values, sc)
             residue = {v: [] for v in values}
             for v, held in sc.live.items():
                 if v in files:
@@ -431,6 +425,17 @@ class DeltaConnector:
                 "_delta_log entries were not checked for the subject")
         return TargetCount(rows=rows, files=files, version=dt.version(), residue=residue,
                            not_verified=not_verified)
+
+    def _rows_of_scan(self, dt, column: str, values: Sequence[Any],
+                      sc: FolderScan) -> dict[Any, int]:
+        """Live rows per key, given the folder scan: one pass over the files gives the rows
+        too; only rows hidden by deletion vectors need the reader, and only for the keys the
+        files hold physically (most keys of a sweep are in none)."""
+        rows = dict.fromkeys(values, 0)
+        rows.update((v, n) for v, n in sc.live_rows.items() if v in rows)
+        if "deletionVectors" in (dt.protocol().reader_features or []):
+            rows.update(self.count_rows(dt, column, [v for v in values if sc.live.get(v)]))
+        return rows
 
     def rows_written_since(self, namespace: str, name: str, version: int | None,
                            upto: int | None = None) -> int:
