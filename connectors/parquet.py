@@ -109,11 +109,16 @@ class ParquetConnector:
 
     def handles(self, namespace: str, name: str) -> bool:
         if self.object_uri(namespace, name) is not None:
+            found = self.store(namespace, name)
+            assert found is not None
+            store, only = found
             try:
-                store, objs = self._objects(namespace, name)
-                return not any(o.rel.startswith("_delta_log/") for o in store.listing())
+                rels = [o.rel for o in store.listing()]     # one listing for both questions
             except Exception:
                 return False
+            return (not any(r.startswith("_delta_log/") for r in rels)
+                    and any(r.endswith(".parquet") and (only is None or r in only)
+                            for r in rels))
         p = self.path(namespace, name)
         if p is None:
             return False
