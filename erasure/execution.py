@@ -20,7 +20,7 @@ from connectors.base import (EraseResult, ErasesInTransaction, ProvenanceAware,
 from .errors import ConnectorError, GuardTripped, InputError, RetryableError, translated
 from .planning import Target, _union, key_values, plan_erasures
 from .requests import RequestState, load_states
-from .subject import short
+from .subject import redact_paths, short
 
 if TYPE_CHECKING:
     from connectors.base import Connector
@@ -433,8 +433,10 @@ class Runner:
         checks: list[tuple[Member, list[str], dict[str, Any]]] = []
         for m in pending:
             rows = sum(counted.rows.get(v, 0) for v in m.values)
-            live_files = _union(counted.files.get(v, []) for v in m.values)
-            residue = _union(counted.residue.get(v, []) for v in m.values)
+            live_files = redact_paths(_union(counted.files.get(v, []) for v in m.values),
+                                      m.values)
+            residue = redact_paths(_union(counted.residue.get(v, []) for v in m.values),
+                                   m.values)
             if not rows and not live_files and not residue:
                 checks.append((m, [], clean))     # the usual case: one body for all of them
                 continue

@@ -17,7 +17,7 @@ from .config import Config
 from .errors import SubjectKeyTypeError, UnknownDatasetError, translated
 from .lineage.graph import LineageGraph, trace_subject_keys
 from .identity import Subject, describe
-from .subject import coerce_subject_id
+from .subject import coerce_subject_id, redact_paths
 
 if TYPE_CHECKING:
     from connectors.base import ConnectorRegistry
@@ -394,7 +394,8 @@ class Measurement:
         return Target(
             t.namespace, t.name, t.connector.name, t.column, t.key_type, t.how,
             t.derived_from, sum(counted.rows.get(v, 0) for v in vs),
-            _union_of(counted.files, vs), counted.version, _union_of(counted.residue, vs),
+            redact_paths(_union_of(counted.files, vs), vs), counted.version,
+            redact_paths(_union_of(counted.residue, vs), vs),
             self.after[i], _details(counted.details, vs), self.not_verified[i], t.key_suffix,
             t.identity, shown)
 

@@ -244,3 +244,11 @@ def redact(message: str, values) -> str:
             parts.append(message[last:])
             message = "".join(parts)
     return message
+
+
+def redact_paths(paths: list[str], values) -> list[str]:
+    """File names and traces as they are recorded (plan, verification, sweep findings): a
+    key value standing in a path as a whole token, as the folder of a table partitioned by
+    the key column does (`user_id=42/part-0.parquet`), becomes `<subject>`. The connector
+    keeps the real paths; only what is written down loses the key."""
+    return [redact(p, values) for p in paths] if paths else paths
