@@ -136,6 +136,15 @@ _INT_LIMIT = 2 ** 53 - 1
 _enc = json.encoder.encode_basestring     # the C encoder; non-ASCII kept, as RFC 8785
 
 
+def _payload3(seq: int, ts_json: str, request_id: str | None, kind: str,
+              body_json: str) -> bytes:
+    """Format 3's payload when `ts` and the body text are already JSON strings (`_enc`):
+    [seq, ts, request_id, kind, body text] in RFC 8785 form, the same bytes canonical_bytes
+    gives for an integer and strings. UnicodeEncodeError for a lone surrogate."""
+    rid = "null" if request_id is None else _enc(request_id)
+    return f"[{seq},{ts_json},{rid},{_enc(kind)},{body_json}]".encode("utf-8")
+
+
 def entry_payload(fmt: str, seq: int, ts: str, request_id: str | None, kind: str,
                   body: str) -> bytes:
     """The bytes an entry's HMAC covers after the previous hash: the canonical JSON of
@@ -147,8 +156,7 @@ def entry_payload(fmt: str, seq: int, ts: str, request_id: str | None, kind: str
             # C string encoder JSON uses (the same escapes); a lone surrogate cannot be
             # UTF-8 encoded and takes canonical_bytes, which refuses it
             try:
-                return (f"[{seq},{_enc(ts)},{'null' if request_id is None else _enc(request_id)},"
-                        f"{_enc(kind)},{_enc(body)}]").encode("utf-8")
+                return _payload3(seq, _enc(ts), request_id, kind, _enc(body))
             except (UnicodeEncodeError, TypeError):
                 pass
         return canonical_bytes(fields)
@@ -472,8 +480,7 @@ class Ledger:
         try:   # entry_payload's format-3 text, its JSON strings encoded once
             if seq > _INT_LIMIT:
                 raise TypeError
-            payload = (f"[{seq},{ts_json},{'null' if request_id is None else _enc(request_id)},"
-                       f"{_enc(kind)},{text_json}]").encode("utf-8")
+            payload = _payload3(seq, ts_json, request_id, kind, text_json)
         except (UnicodeEncodeError, TypeError):
             payload = entry_payload("3", seq, ts, request_id, kind, text)   # refuses it
         h = self._mac.hexdigest(prev.encode() + payload)
