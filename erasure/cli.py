@@ -702,6 +702,10 @@ def ledger_verify(as_json: bool = typer.Option(False, "--json")):
         raise typer.Exit(ExitCode.FAILED)
 
 
+# commands kept in their own modules, registered on `app` when they are imported
+from . import cli_keys  # noqa: E402,F401
+
+
 def run_cli(argv: list[str] | None = None) -> int:
     """Run one command and return its exit code (what `main` exits with)."""
     import warnings

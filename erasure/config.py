@@ -129,8 +129,53 @@ class LedgerSection(BaseModel):
 
 
 class KeysSection(BaseModel):
+    """`[keys]`: where the subject key lives. `provider = "file"` (the default): a 32-byte key
+    in `path` (or env ERASURE_SUBJECT_KEY). `provider = "vault"`: Vault or OpenBao at `url`
+    (erasure/vault.py); the token or AppRole credentials come from the environment
+    (VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID), never from this file."""
     model_config = SECTION
     path: PathText = ".erasure/keys/subject.key"
+    provider: one_of("file", "vault") = "file"              # type: ignore[valid-type]
+    url: Text | None = None                                 # https://vault.example:8200
+    mount: Text = "transit"                                 # the Transit secrets engine's mount
+    # "transit": subject HMACs computed by Transit's hmac endpoint (the key never leaves
+    # Vault); "kv": the 32-byte subject key read from KV v2 and used in memory only
+    hmac: one_of("transit", "kv") = "transit"               # type: ignore[valid-type]
+    hmac_key: Text = "erasure-subject"                      # Transit key for subject HMACs
+    kv_mount: Text = "secret"                               # KV v2 mount (hmac = "kv")
+    kv_path: Text = "erasure/subject-key"                   # its secret (field "key", hex)
+    signer_key: Text = "erasure-signer"                     # Transit key that signs reports
+    root_key: Text = "erasure-root"                         # Transit key of the report root CA
+    seal_prefix: Text = "erasure-seal"                      # Transit keys wrapping sealed ids
+    approle_mount: Text = "approle"
+
+    @model_validator(mode="after")
+    def _vault_needs_a_url(self) -> "KeysSection":
+        if self.provider == "vault" and not self.url:
+            raise refuse(': provider = "vault" needs url (the Vault or OpenBao address)')
+        return self
+
+
+class PolicySection(BaseModel):
+    """`[policy]`: exemptions as policy code (erasure/policy.py): Rego modules in `rego` (a
+    file or a folder of .rego files), evaluated in-process, or an OPA server at `opa_url`."""
+    model_config = SECTION
+    rego: PathText | None = None
+    opa_url: Text | None = None
+    timeout: Duration = 5                                   # seconds, for opa_url
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "PolicySection":
+        if self.rego is not None and self.opa_url is not None:
+            raise refuse(": give one of 'rego' (policy files) or 'opa_url' (an OPA server)")
+        return self
+
+
+class ApprovalsSection(BaseModel):
+    """`[approvals]`: how many different actors (not the submitter) must approve a request's
+    plan before `run` erases anything (0: none; 2: four eyes)."""
+    model_config = SECTION
+    required: Count = 0
 
 
 class LineageSection(BaseModel):
@@ -230,6 +275,8 @@ class CoreFile(BaseModel):
     enrich: list[EnrichEntry] = Field(default_factory=list)
     storage: list[StorageEntry] = Field(default_factory=list)
     signing: SigningSection = SigningSection()
+    policy: PolicySection = PolicySection()
+    approvals: ApprovalsSection = ApprovalsSection()
 
     @model_validator(mode="after")
     def _a_root(self) -> "CoreFile":
@@ -314,6 +361,12 @@ class Config:
     enrich: tuple[Enrichment, ...] = ()
     # `[[storage]]` entries (prefix, options), in the file's order
     storage: tuple[Any, ...] = ()
+    # `[keys]` as validated (provider, Vault address and key names); `key_path` is its path
+    keys: Any = field(default_factory=KeysSection)
+    # `[policy]`: `rego` resolved to an absolute path (None when not set), `opa_url`, `timeout`
+    policy: Any = field(default_factory=PolicySection)
+    # `[approvals] required`: approvals by distinct actors a request needs before it runs
+    approvals_required: int = 0
 
     def section(self, key: str) -> Any:
         return self.sections.get(key)
@@ -547,4 +600,8 @@ def _build(raw: dict, path: Path, base: Path) -> Config:
                                           e.from_identity or e.from_column,
                                           e.to_identity or e.to_column, e.max_values)
                                for e in f.enrich),
-                  storage=tuple(f.storage))
+                  storage=tuple(f.storage),
+                  keys=f.keys,
+                  policy=f.policy.model_copy(update={"rego": str(resolve_path(base, f.policy.rego))})
+                  if f.policy.rego else f.policy,
+                  approvals_required=f.approvals.required)

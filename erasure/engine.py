@@ -32,9 +32,10 @@ class Engine:
     def ledger(self) -> Ledger:
         """The ledger, with its chain key (derived from the subject key): entries are
         appended and verified under that key."""
+        from .actors import current_actor
         from .ledger import Ledger, chain_key
 
-        return Ledger(self.config.ledger_path, chain_key(self.keys))
+        return Ledger(self.config.ledger_path, chain_key(self.keys), current_actor())
 
     @cached_property
     def keys(self) -> SubjectKeys:

@@ -241,14 +241,17 @@ def _grouped(rows: Iterator[tuple]) -> Iterator[list[Entry]]:
 
 
 class Ledger:
-    def __init__(self, path: Path, key: bytes | None = None):
+    def __init__(self, path: Path, key: bytes | None = None, actor: str | None = None):
         """`key`: the chain key (`chain_key(subject_keys)`). Without it the ledger can be
-        read, but not appended to or verified."""
+        read, but not appended to or verified. `actor`: who appends (erasure/actors.py);
+        every entry's body records it as "actor" (a body that names its own keeps it)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.anchor_path = path.with_name(path.name + ".head")
         self._key = key
         self._mac = ChainMac(key) if key is not None else None
+        # who acts: recorded as "actor" in the body of every entry appended (erasure/actors.py)
+        self.actor: str | None = actor
         self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
         self._in_tx = False
         self._tx_head: tuple[int, str] | None = None
@@ -331,6 +334,15 @@ class Ledger:
     def close(self) -> None:
         self._pending = []
         self._db.close()
+
+    @contextmanager
+    def acting_as(self, actor: str) -> Iterator[None]:
+        """Entries appended inside are recorded as done by `actor` (a service's caller)."""
+        before, self.actor = self.actor, actor
+        try:
+            yield
+        finally:
+            self.actor = before
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -428,6 +440,8 @@ class Ledger:
                 return self.append(request_id, kind, body)
         t0, spent = time.perf_counter(), WRITE_STATS.seconds
         key = self._require_key("append to")
+        if self.actor is not None:
+            body.setdefault("actor", self.actor)
         text = canonical(body)
         ts = now_iso()
         row = self._add(key, request_id, kind, text, _enc(text), ts, _enc(ts))
@@ -451,6 +465,8 @@ class Ledger:
             for request_id, kind, body in entries:
                 known = texts.get(id(body))
                 if known is None:
+                    if self.actor is not None:
+                        body.setdefault("actor", self.actor)
                     text = canonical(body)
                     known = texts[id(body)] = (body, text, _enc(text))
                 self._add(key, request_id, kind, known[1], known[2], ts, ts_json)
