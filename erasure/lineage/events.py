@@ -22,6 +22,11 @@ from ..errors import MalformedEventError
 
 RUN_EVENT_TYPES = {"START", "RUNNING", "COMPLETE", "ABORT", "FAIL", "OTHER"}
 
+# Dataset facets about structure, read into DatasetRef's own fields (schema -> fields,
+# symlinks, columnLineage); every other facet (tags, ownership, documentation, dataSource,
+# lifecycleStateChange, ...) is kept as the event carries it, for policies (erasure/policy.py).
+STRUCTURE_FACETS = frozenset({"schema", "columnLineage", "symlinks"})
+
 # How an output column derives from an input column, reduced to what key tracing needs.
 IDENTITY, AGGREGATION, MASKED, TRANSFORMATION, INDIRECT, UNDECLARED = (
     "identity", "aggregation", "masked", "transformation", "indirect", "undeclared")
@@ -43,6 +48,13 @@ class DatasetRef:
     symlinks: tuple[tuple[str, str], ...] = ()
     column_lineage: tuple[tuple[str, tuple[ColumnSource, ...]], ...] = ()
     has_column_lineage: bool = False
+    # the other dataset facets: (facet name, its canonical JSON text), sorted by name; text, so
+    # the ref stays immutable and hashable
+    facets: tuple[tuple[str, str], ...] = ()
+
+    def facet_objects(self) -> dict[str, Any]:
+        """The kept facets by name, as the event carried them (`facets`, parsed)."""
+        return {name: json.loads(text) for name, text in self.facets}
 
 
 @dataclass(frozen=True)
@@ -58,11 +70,16 @@ class LineageEvent:
 
     def to_json(self) -> dict[str, Any]:
         def ds(d: DatasetRef) -> dict[str, Any]:
-            return {"namespace": d.namespace, "name": d.name, "fields": list(d.fields),
-                    "symlinks": [list(s) for s in d.symlinks],
-                    "has_column_lineage": d.has_column_lineage,
-                    "column_lineage": {col: [[s.namespace, s.name, s.field, s.kind] for s in srcs]
-                                       for col, srcs in d.column_lineage}}
+            out = {"namespace": d.namespace, "name": d.name, "fields": list(d.fields),
+                   "symlinks": [list(s) for s in d.symlinks],
+                   "has_column_lineage": d.has_column_lineage,
+                   "column_lineage": {col: [[s.namespace, s.name, s.field, s.kind] for s in srcs]
+                                      for col, srcs in d.column_lineage}}
+            if d.facets:
+                # only when there are some: an event without such facets keeps the JSON (and
+                # so the store key) it had before facets were kept
+                out["facets"] = d.facet_objects()
+            return out
         return {"kind": self.kind, "event_type": self.event_type, "event_time": self.event_time,
                 "job": list(self.job) if self.job else None, "run_id": self.run_id,
                 "inputs": [ds(d) for d in self.inputs], "outputs": [ds(d) for d in self.outputs]}
@@ -74,7 +91,7 @@ class LineageEvent:
                        for col, srcs in x["column_lineage"].items())
             return DatasetRef(x["namespace"], x["name"], tuple(x["fields"]),
                               tuple(tuple(s) for s in x["symlinks"]), cl,
-                              x["has_column_lineage"])
+                              x["has_column_lineage"], _kept_facets(x.get("facets") or {}))
         return cls(d["kind"], d["event_type"], d["event_time"],
                    tuple(d["job"]) if d["job"] else None, d["run_id"],
                    tuple(ds(x) for x in d["inputs"]), tuple(ds(x) for x in d["outputs"]))
@@ -104,6 +121,23 @@ def _event_bytes(obj: Any) -> bytes:
 
 def _fail(msg: str) -> NoReturn:
     raise MalformedEventError(msg)
+
+
+def _kept_facets(facets: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The facets a DatasetRef keeps: every facet but the structural ones, each a JSON object
+    with a canonical form. Anything else is left out, not refused: events accepted before
+    facets were kept are accepted the same way now."""
+    from ..canonical import NotCanonicalJSON, canonical_text
+
+    kept = []
+    for name, value in facets.items():
+        if name in STRUCTURE_FACETS or not isinstance(value, dict):
+            continue
+        try:
+            kept.append((name, canonical_text(value)))
+        except NotCanonicalJSON:
+            continue
+    return tuple(sorted(kept))
 
 
 @overload
@@ -215,7 +249,8 @@ def _dataset(d: Any, where: str, lenient: bool) -> DatasetRef | None:
                 srcs.append(ColumnSource(inf["namespace"], inf["name"], inf["field"],
                                          _transform_kind(inf, legacy)))
             lineage.append((col, tuple(srcs)))
-    return DatasetRef(ns, name, tuple(fields), tuple(symlinks), tuple(lineage), has_cl)
+    return DatasetRef(ns, name, tuple(fields), tuple(symlinks), tuple(lineage), has_cl,
+                      _kept_facets(facets))
 
 
 def validate_event(obj: Any, lenient: bool = False) -> LineageEvent:

@@ -3,6 +3,12 @@
 Nodes are ("dataset", namespace, name) and ("job", namespace, name); edges run
 input dataset -> job -> output dataset. Aliases joined by `symlinks` facets are merged
 into one node, named by a physical identity (file, s3://...) where one exists.
+
+Each dataset node also keeps its descriptive facets (tags, ownership, documentation, ...: every
+facet but schema, columnLineage and symlinks) for policies: per facet name, the one of the
+latest event that carried it (by eventTime; an event without one counts as the oldest), over
+the dataset and its aliases; a facet sent as `{"_deleted": true}` is dropped, as OpenLineage
+says.
 """
 
 from __future__ import annotations
@@ -72,10 +78,24 @@ class LineageGraph:
                         else:
                             self.g.add_edge(job, node)
 
+        # facets in event-time order (the store gives events in key order), later ones win;
+        # sorted() is stable, so events of the same time keep the order they were given in
+        carriers = [ev for ev in events if any(d.facets for d in ev.inputs + ev.outputs)]
+        for ev in sorted(carriers, key=lambda e: e.event_time or ""):
+            for d in ev.inputs + ev.outputs:
+                if not d.facets:
+                    continue
+                kept = self.g.nodes[self.node(d.namespace, d.name)]["facets"]
+                for name, value in d.facet_objects().items():
+                    if value.get("_deleted") is True:
+                        kept.pop(name, None)
+                    else:
+                        kept[name] = value
+
     def _ensure(self, node: tuple) -> dict:
         if node not in self.g:
             self.g.add_node(node, kind="dataset", fields=set(), column_lineage={},
-                            has_column_lineage=False)
+                            has_column_lineage=False, facets={})
         return self.g.nodes[node]
 
     def canonical(self, ds: DatasetId) -> DatasetId:
@@ -106,9 +126,11 @@ class LineageGraph:
         return sorted(set(out))
 
     def info(self, ds: DatasetId) -> dict:
+        """The dataset's node data: `fields` (set), `column_lineage`, `has_column_lineage`
+        and `facets` (name -> the facet object; {} when none)."""
         node = self.node(*ds)
         return self.g.nodes[node] if node in self.g else {
-            "fields": set(), "column_lineage": {}, "has_column_lineage": False}
+            "fields": set(), "column_lineage": {}, "has_column_lineage": False, "facets": {}}
 
 
 @dataclass
