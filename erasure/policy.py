@@ -63,16 +63,20 @@ def dataset_input(graph: Any, namespace: str, name: str,
             "facets": dict(info.get("facets") or {})}
 
 
-def request_input(reason: str, received: date | datetime | str,
+def request_input(reason: str | None, received: date | datetime | str | None,
                   identity_types: Iterable[str]) -> dict[str, Any]:
-    """The input's "request" part: the request's reason, the day it was received
-    ("YYYY-MM-DD") and the types of identity it carries (sorted names, never values)."""
+    """The input's "request" part: the request's reason (null when it gave none), the day it
+    was received ("YYYY-MM-DD"; a datetime or ISO text is cut to its date; null when not
+    known, e.g. a plan for a subject that was never submitted) and the types of identity it
+    carries (sorted names, never values). A `received` that is no date is a ValueError."""
     if isinstance(received, datetime):
-        day = received.date().isoformat()
+        day: str | None = received.date().isoformat()
     elif isinstance(received, date):
         day = received.isoformat()
-    else:
+    elif received:
         day = date.fromisoformat(str(received)[:10]).isoformat()
+    else:
+        day = None
     return {"reason": reason, "received": day, "identity_types": sorted(set(identity_types))}
 
 

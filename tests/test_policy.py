@@ -223,6 +223,10 @@ def test_the_request_input_holds_the_reason_the_day_and_identity_types_only():
         "identity_types": ["email", "user_id"]}
     assert request_input("r", date(2026, 3, 1), [])["received"] == "2026-03-01"
     assert request_input("r", "2026-03-01T10:00:00+00:00", [])["received"] == "2026-03-01"
+    assert request_input(None, None, []) == {"reason": None, "received": None,
+                                             "identity_types": []}
+    with pytest.raises(ValueError):
+        request_input("r", "March", [])
     assert set(policy_input({}, {}, [])) == {"dataset", "request", "holds"}
 
 
