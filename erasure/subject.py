@@ -5,6 +5,8 @@ as HMAC-SHA256 under a secret key (to name the subject in the ledger, logs and r
 so that `run` can execute later, as AES-GCM ciphertext bound to its request id. Both keys
 derive from one 32-byte master key kept outside the ledger: in the file `[keys] path`
 (created with mode 0600 on first use) or in env `ERASURE_SUBJECT_KEY` (64 hex characters).
+With `[keys] provider = "vault"` the keys are in Vault / OpenBao instead (erasure/vault.py,
+`load_keys` picks one).
 """
 
 from __future__ import annotations
@@ -62,6 +64,12 @@ class SubjectKeys:
         return hmac.new(self._derive(b"erasure/subject-hmac/v1"), subject_id.encode("utf-8"),
                         hashlib.sha256).hexdigest()
 
+    def subject_hmacs(self, subject_ids: list[str]) -> list[str]:
+        """`subject_hmac` of each id, in order (one call for a batch: VaultKeys asks Vault
+        once per batch instead of once per id)."""
+        key = self._derive(b"erasure/subject-hmac/v1")
+        return [hmac.new(key, s.encode("utf-8"), hashlib.sha256).hexdigest() for s in subject_ids]
+
     def seal(self, subject_id: str, request_id: str) -> bytes:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -79,6 +87,19 @@ class SubjectKeys:
         except InvalidTag as exc:
             raise ConfigError(
                 f"cannot decrypt the subject of request {request_id}: wrong subject key") from exc
+
+
+def load_keys(config, create: bool = True) -> SubjectKeys:
+    """The subject keys `config` names: `[keys] provider = "vault"` gives VaultKeys
+    (erasure/vault.py: HMACs, sealed ids and the chain key through Vault / OpenBao), the
+    default `"file"` SubjectKeys from `[keys] path` or ERASURE_SUBJECT_KEY. `create`: a new
+    key may be created (the ledger holds no entry yet)."""
+    section = getattr(config, "keys", None)
+    if section is not None and section.provider == "vault":
+        from .vault import VaultKeys
+
+        return VaultKeys.open(section, create=create)
+    return SubjectKeys.load(config.key_path, create=create)
 
 
 def short(subject_hmac: str) -> str:
