@@ -18,8 +18,12 @@ def sign_report(unsigned: Path, evidence: bytes, files: SigningFiles, out: Path)
     from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
     from pyhanko.sign import fields, signers
 
-    signer = signers.SimpleSigner.load(str(files.key), str(files.cert),
-                                       ca_chain_files=(str(files.root),))
+    signer: signers.Signer | None
+    if files.transit is not None:
+        signer = _transit_signer(files)
+    else:
+        signer = signers.SimpleSigner.load(str(files.key), str(files.cert),
+                                           ca_chain_files=(str(files.root),))
     if signer is None:
         from ..errors import ConfigError
         raise ConfigError(f"cannot load the signing key {files.key} with {files.cert}")
@@ -36,6 +40,36 @@ def sign_report(unsigned: Path, evidence: bytes, files: SigningFiles, out: Path)
         with open(tmp, "wb") as outf:
             signers.sign_pdf(w, meta, signer=signer, output=outf)
     tmp.replace(out)
+
+
+# the largest DER ECDSA P-256 signature: what a dry run reserves room for
+_ECDSA_P256_MAX_DER = 72
+
+
+def _transit_signer(files: SigningFiles):
+    """A pyHanko Signer whose raw signature comes from Vault's Transit signer key
+    (`files.transit`, erasure/report/keys.py TransitSigner). pyHanko hands `async_sign_raw`
+    the DER of the CMS signed attributes (not a digest) and the digest algorithm; the
+    TransitSigner hashes them and Transit signs the digest (prehashed), returning the DER
+    ECDSA signature `SimpleSigner` would. The certificates are the public ones on disk."""
+    from pyhanko.keys import load_cert_from_pemder
+    from pyhanko.sign import signers
+    from pyhanko_certvalidator.registry import SimpleCertificateStore
+
+    class TransitPdfSigner(signers.Signer):
+        def __init__(self) -> None:
+            store = SimpleCertificateStore()
+            store.register_multiple([load_cert_from_pemder(str(files.root))])
+            super().__init__(signing_cert=load_cert_from_pemder(str(files.cert)),
+                             cert_registry=store)
+
+        async def async_sign_raw(self, data: bytes, digest_algorithm: str,
+                                 dry_run: bool = False) -> bytes:
+            if dry_run:
+                return bytes(_ECDSA_P256_MAX_DER)
+            return files.transit.sign(data, digest_algorithm)
+
+    return TransitPdfSigner()
 
 
 @dataclass
