@@ -156,6 +156,11 @@ class RegoPolicy(Policy):
 
     def __init__(self, hash: str, source: str, modules: list[tuple[str, Path, str]]):
         super().__init__(hash, source)
+        import importlib.util
+
+        if importlib.util.find_spec("regopy") is None:
+            raise PolicyError("[policy] rego is configured but regopy is not installed: "
+                              "pip install 'erasure[policy]'")
         import regopy
 
         self._rego = regopy.Interpreter()

@@ -184,6 +184,18 @@ def test_a_policy_without_package_erasure_or_without_modules_is_refused(tmp_path
         load_rego(tmp_path / "missing")
 
 
+def test_a_rego_policy_without_regopy_installed_names_the_pip_command(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "regopy" else real(name, *a))
+    with pytest.raises(PolicyError, match=r"regopy is not installed: pip install "
+                                          r"'erasure\[policy\]'") as err:
+        load_rego(_write(tmp_path, {"p.rego": RULES}) / "p.rego")
+    assert err.value.exit_code == 3
+
+
 def _config(tmp_path: Path, policy: str):
     from erasure.config import load_config
 
