@@ -136,6 +136,14 @@ def _print_plan(p: dict, registry: ConnectorRegistry) -> None:
             typer.echo(f"          after erasure: residue remains until {ra['until']} (keep-history)")
         else:
             typer.echo(f"          after erasure: {ra.get('note', ra['mode'])}")
+    for u in p.get("exempt", []):
+        typer.echo(f"  EXEMPT        {u['name']}: {u['basis']}")
+    for u in p.get("deferred", []):
+        typer.echo(f"  DEFERRED      {u['name']}: {u['basis']}")
+    for u in p.get("held", []):
+        typer.echo(f"  ON HOLD       {u['name']}: legal hold {', '.join(u['hold_ids'])}")
+    if p.get("policy"):
+        typer.echo(f"  policy        {p['policy']['source']} ({p['policy']['hash'][:23]}…)")
     for u in p.get("not_applicable", []):
         typer.echo(f"  not applicable {u['name']}: {u['reason']}")
     for i in p.get("identities", []):
@@ -186,12 +194,23 @@ def plan(subject_id: Optional[str] = typer.Option(None, "--subject-id",
     """Dry run: what erasing one subject would touch. Changes nothing."""
     from .planning import plan_erasures
 
+    from datetime import datetime, timezone
+
+    from .governance import Governance, RequestFacts
+    from .holds import request_hmacs
+    from .identity import describe
+
     eng = _engine()
     subject = _subject(eng, subject_id, identity)   # the rules `request submit` applies
     text = subject.text()
     hm = eng.keys.subject_hmac(text)
+    # the policy and holds apply as to a request received today, for no stated reason
+    facts = RequestFacts(None, datetime.now(timezone.utc).date().isoformat(),
+                         tuple(subject.types()), frozenset(request_hmacs(
+                             hm, describe(subject, eng.keys.subject_hmac))))
+    gov = Governance(eng.policy, eng.holds(), {hm: facts})
     p = plan_erasures(eng.config, eng.graph(), eng.registry, [(hm, text)],
-                      hmac_of=eng.keys.subject_hmac)[0]
+                      hmac_of=eng.keys.subject_hmac, governance=gov)[0]
     _emit(p.to_json(), as_json, lambda d: _print_plan(d, eng.registry))
 
 
@@ -419,7 +438,9 @@ def run(request_ids: List[str] = typer.Argument(None, help="Request ids to execu
             outcomes += runner.run(ids[i:i + RUN_CHUNK], replan=replan)
             can.update(runner.abilities)
     statuses = {o.status for o in outcomes}
+    waiting = {"on_hold", "awaiting_approval", "deferred"}
     overall = ("failed" if "failed" in statuses else "incomplete" if "incomplete" in statuses
+               else "waiting" if statuses & waiting
                else "not_found" if statuses == {"not_found"}
                else "completed" if outcomes else "nothing-to-do")
     out = {"status": overall, "requests": [o.to_json() for o in outcomes],
@@ -558,13 +579,48 @@ def status(request_id: Optional[str] = typer.Argument(None),
 
     eng = _engine()
     ids = [request_id] if request_id else eng.ledger.request_ids()
-    states = [load_state(eng.ledger, r).to_json() for r in ids]
+    holds = eng.holds()
+    required = eng.config.approvals_required
+    states = []
+    for r in ids:
+        st = load_state(eng.ledger, r)
+        js = st.to_json()
+        # on_hold, awaiting_approval: as the holds and [approvals] say now
+        js["status"] = st.effective_status(required, holds)
+        js["governance"] = st.governance_json(holds)
+        js["approvals_required"] = required
+        states.append(js)
     out = states[0] if request_id else {"requests": states}
 
     def human(o):
         for s in ([o] if request_id else o["requests"]):
             typer.echo(f"{s['request_id']}  {s['status']:10}  received {s['received_at']}  "
                        f"deadline {s['deadline']}  subject {s['subject']['hmac'][:12]}…")
+            g = s["governance"]
+            who = [f"submitted by {g['submitted_by'] or '-'}"]
+            if s["approvals_required"] or g["approved_by"]:
+                who.append(f"approved by {', '.join(g['approved_by']) or '-'} "
+                           f"({len(g['approved_by'])} of {s['approvals_required']})")
+            if g["ran_by"]:
+                who.append(f"ran by {g['ran_by']}")
+            typer.echo("    " + "; ".join(who))
+            if g["rejected"]:
+                typer.echo(f"    rejected by {g['rejected']['actor']}: {g['rejected']['reason']}")
+            for x in g["extensions"]:
+                typer.echo(f"    extended by {x['actor']} from {x['deadline_before']}: "
+                           f"{x['reason']}")
+            for h in g.get("holds", []):
+                typer.echo(f"    hold {h['hold_id']} ({h['status']}, scope {h['scope']}) placed "
+                           f"by {h['added_by']}" + (f", released by {h['released_by']}"
+                                                    if h["released_by"] else ""))
+            for x in g["exempt"]:
+                typer.echo(f"    exempt {x['name']}: {x['basis']}")
+            for x in g["deferred"]:
+                typer.echo(f"    deferred {x['name']}: {x['basis']}")
+            if g["approval_stale"]:
+                typer.echo("    the plan changed since it was approved:")
+                for line in g["approval_stale"]["diff"]:
+                    typer.echo(f"      {line}")
             for t in s["targets"]:
                 typer.echo(f"    {t['name']}: " + ", ".join(f"{k} {v}" for k, v in t["steps"].items()))
                 for why in t.get("not_verified") or []:
@@ -583,11 +639,21 @@ def keys_init(force: bool = typer.Option(False, help="Replace existing keys"),
               organisation: str = typer.Option("Erasure engine (project-local)",
                                                help="Organisation name in the certificates"),
               as_json: bool = typer.Option(False, "--json")):
-    """Create the project-local root CA and signer certificate (EC P-256)."""
-    from .report.keys import init_keys, signing_files
+    """Create the project-local root CA and signer certificate (EC P-256). With [keys]
+    provider = "vault" both keys are Transit keys and only the public certificates are
+    written."""
+    from .report.keys import init_keys, init_vault_keys, signing_files
 
     eng = _engine()
-    out = init_keys(signing_files(eng.config).key.parent, organisation, force)
+    files = signing_files(eng.config)
+    if files.transit is not None:
+        out = init_vault_keys(files, eng.config.keys, organisation, force)
+        _emit(out, as_json, lambda o: typer.echo(
+            f"signing keys in Vault ({o['root_key']}, {o['signer_key']}); public certificates "
+            f"in {o['directory']}\nroot fingerprint (SHA-256): {o['root_fingerprint_sha256']}"
+            "\npublish the fingerprint"))
+        return
+    out = init_keys(files.key.parent, organisation, force)
     _emit(out, as_json, lambda o: typer.echo(
         f"signing keys in {o['directory']}\nroot fingerprint (SHA-256): "
         f"{o['root_fingerprint_sha256']}\nkeep root.key offline; publish the fingerprint"))
@@ -703,7 +769,7 @@ def ledger_verify(as_json: bool = typer.Option(False, "--json")):
 
 
 # commands kept in their own modules, registered on `app` when they are imported
-from . import cli_keys  # noqa: E402,F401
+from . import cli_governance, cli_keys  # noqa: E402,F401
 
 
 def run_cli(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .config import Config, load_config
 from .errors import MalformedEventError
@@ -44,16 +44,40 @@ class Engine:
         HMACs nor verify their chain). Decided from a plain count on the ledger file, so
         the key is known before the ledger is opened with it."""
         from .ledger import count_entries
-        from .subject import SubjectKeys
+        from .subject import load_keys
 
         has_entries = count_entries(self.config.ledger_path) > 0
-        return SubjectKeys.load(self.config.key_path, create=not has_entries)
+        # `[keys] provider`: "file" (SubjectKeys) or "vault" (erasure/vault.py, VaultKeys)
+        return load_keys(self.config, create=not has_entries)
 
     @cached_property
     def lineage_store(self) -> LineageStore:
         from .lineage.store import LineageStore
 
         return LineageStore(self.config.lineage_store)
+
+    @cached_property
+    def policy(self) -> Any:
+        """The `[policy]` (erasure/policy.py), loaded and checked once; None without one. A
+        policy that does not load is a configuration error (exit 3)."""
+        from .policy import load_policy
+
+        return load_policy(self.config)
+
+    def holds(self) -> Any:
+        """Every legal hold, as the ledger records them now (erasure/holds.py)."""
+        from .holds import HoldBook
+
+        if "ledger" not in self.__dict__ and not self.config.ledger_path.exists():
+            return HoldBook()        # no ledger yet, so no hold (a dry run creates none)
+        return HoldBook.load(self.ledger)
+
+    def governance(self, states: Any = ()) -> Any:
+        """Policy and holds for planning these requests' states (erasure/governance.py)."""
+        from .governance import Governance, facts_of
+
+        return Governance(self.policy, self.holds(),
+                          {st.subject_hmac: facts_of(st) for st in states})
 
     @property
     def registry(self) -> ConnectorRegistry:

@@ -96,22 +96,79 @@ class Runner:
         self.config = engine.config
         self.batch = "run-" + uuid.uuid4().hex[:16]
         self.failed: dict[str, list[str]] = {}
+        self.waiting: dict[str, Outcome] = {}   # requests set aside: held, not approved
+        self.governance: Any = None             # policy and holds (set by `run`)
         self.unverified: dict[str, list[str]] = {}   # request -> parts not verified, with why
         self.terminal: set[str] = set()    # failed requests that a plain retry will not fix
         # what each connector reached can and cannot do, as the run's plans recorded it
         self.abilities: dict[str, dict[str, Any]] = {}
 
+    # ---- governance -------------------------------------------------------------
+    def _gate(self, states: dict[str, RequestState]) -> None:
+        """Set aside, before anything is planned, the requests that must wait: a legal hold
+        on all of the subject's data, or fewer approvals (by anyone but the submitter) than
+        `[approvals] required`. Each gets its outcome now; nothing is recorded."""
+        required = self.config.approvals_required
+        for rid, st in list(states.items()):
+            held = [h.hold_id for h in self.governance.holds_on(st.subject_hmac)
+                    if h.covers_everything()]
+            if held:
+                self.waiting[rid] = Outcome(rid, "on_hold", notes=[
+                    f"under legal hold {', '.join(held)}: nothing was planned or erased; "
+                    "`erasure hold release` lets the next run finish it"])
+            elif required and self._needs_plan(st) and len({
+                    a["actor"] for a in st.approvals
+                    if a["actor"] and a["actor"] != st.submitted_by}) < required:
+                self.waiting[rid] = Outcome(rid, "awaiting_approval", notes=[
+                    f"{len(st.approvers())} of {required} approvals: nothing was erased; "
+                    "approve with `erasure request approve " + rid + "`"])
+            else:
+                continue
+            del states[rid]
+
+    def _approved(self, st: RequestState, plan: Any) -> bool:
+        """Whether enough actors approved this very plan (its view's digest); if not, the
+        request waits, and the change since the plan they approved is recorded once."""
+        from .approvals import plan_view, view_diff, view_digest
+
+        required = self.config.approvals_required
+        rid = st.request_id
+        if not required:
+            return True
+        view = plan_view(plan.to_json())
+        digest = view_digest(view)
+        if len(st.approvers(digest)) >= required:
+            return True
+        seen = max(st.approvals, key=lambda a: a["seq"], default=None)
+        diff = view_diff(seen["view"] or {}, view) if seen else []
+        if st.stale is None or st.stale.get("current") != digest:
+            body = {"approved": seen["plan_digest"] if seen else None, "current": digest,
+                    "diff": diff, "batch": self.batch}
+            e = self.ledger.append(rid, "request.approval_stale", body)
+            st.apply("request.approval_stale", body, e.seq, e.ts)
+        self.waiting[rid] = Outcome(rid, "awaiting_approval", notes=[
+            f"the plan changed since it was approved ({len(st.approvers(digest))} of "
+            f"{required} approvals of the current plan); approve it again:"] + diff)
+        return False
+
+    @staticmethod
+    def _needs_plan(st: RequestState) -> bool:
+        """A request is planned when it has no plan, or when its last run left part of it
+        waiting for a hold or the policy (the next run asks again)."""
+        return st.plan is None or st.status in ("on_hold", "deferred")
+
     # ---- planning ---------------------------------------------------------------
     def _plan(self, states: dict[str, RequestState], raw: dict[str, str], replan: bool) -> None:
-        todo = [rid for rid, st in states.items() if st.plan is None or replan]
+        todo = [rid for rid, st in states.items() if self._needs_plan(st) or replan]
         if not todo:
             return
         graph = self.engine.graph()
         registry = self.engine.registry
         subjects = [(states[r].subject_hmac, raw[r]) for r in todo]
+        gov = self.governance or self.engine.governance(states.values())
         try:
             plans = plan_erasures(self.config, graph, registry, subjects,
-                                  hmac_of=self.engine.keys.subject_hmac)
+                                  hmac_of=self.engine.keys.subject_hmac, governance=gov)
             pairs = list(zip(todo, plans))
         except ConnectorError as exc:
             for rid in todo:
@@ -123,11 +180,14 @@ class Runner:
                 try:
                     pairs.append((rid, plan_erasures(
                         self.config, graph, registry, [(states[rid].subject_hmac, raw[rid])],
-                        hmac_of=self.engine.keys.subject_hmac)[0]))
+                        hmac_of=self.engine.keys.subject_hmac, governance=gov)[0]))
                 except InputError as exc:
                     self._fail(rid, f"plan refused: {exc}")
         with self.ledger.transaction():   # one durable commit (and head anchor) for the batch
             for rid, plan in pairs:
+                if not self._approved(states[rid], plan):
+                    del states[rid]
+                    continue
                 body = {"plan": plan.to_json(), "batch": self.batch}
                 self.ledger.append(rid, "plan.recorded", body)
                 # derived identities (enrichment) are sealed with the plan: a resumed run,
@@ -482,8 +542,11 @@ class Runner:
     # ---- the whole run -------------------------------------------------------------
     def run(self, request_ids: list[str], replan: bool = False) -> list[Outcome]:
         states = load_states(self.ledger, request_ids)     # a few queries, not one per request
-        active = {rid: st for rid, st in states.items() if not st.done}
-        self.states = active
+        active = {rid: st for rid, st in states.items() if not st.closed}
+        self.states = dict(active)
+        # policy and holds: requests held for everything or not approved wait, unplanned
+        self.governance = self.engine.governance(active.values())
+        self._gate(active)
         raw = subject_texts(self.engine, list(active))
         if active:
             self._plan(active, raw, replan)
@@ -519,13 +582,15 @@ class Runner:
                         self._fail(m.request_id, msg, retryable=isinstance(exc, RetryableError))
                 log.error("%s", msg)
         with self.ledger.transaction():
-            return [self._finish(rid, states[rid]) for rid in states]
+            return [self.waiting[rid] if rid in self.waiting else self._finish(rid, states[rid])
+                    for rid in states]
 
     def _finish(self, rid: str, before: RequestState) -> Outcome:
-        if before.done:
+        if before.closed:
             st = before
             return Outcome(rid, st.status, self._targets(st), st.plan.unresolved if st.plan else [],
-                           notes=["already finished; nothing was repeated"])
+                           notes=["already finished; nothing was repeated"
+                                  if st.done else "rejected; nothing was erased"])
         # every entry of this run was folded into the state as it was appended: it is what
         # reading the request back from the ledger gives (tests/test_reliability_core.py)
         st = self.states[rid]
@@ -540,9 +605,23 @@ class Runner:
         assert st.plan is not None, f"request {rid} finished without a recorded plan"
         unchecked = [n for t in st.plan.targets
                      for n in ((st.step(t.key, "verify") or {}).get("not_verified") or [])]
+        waiting = st.plan.waiting()
+        if waiting is not None:
+            # erased where it may; a hold or the policy keeps the rest for a later run
+            body = {"status": waiting, "batch": self.batch, "targets": len(st.plan.targets),
+                    "held": len(st.plan.held), "deferred": len(st.plan.deferred)}
+            self.ledger.append(rid, "request.waiting", body)
+            st.apply("request.waiting", body)
+            parts = ([f"{x['name']}: under legal hold {', '.join(x['hold_ids'])}"
+                      for x in st.plan.held]
+                     + [f"{x['name']}: deferred by policy: {x['basis']}"
+                        for x in st.plan.deferred])
+            return Outcome(rid, waiting, self._targets(st), unresolved, [],
+                           [f"waiting ({waiting}); the next run plans it again: " + p
+                            for p in parts] + list(self.unverified.get(rid, [])))
         if unresolved or unchecked:
             status = "incomplete"       # erased where it could, but an operator must look
-        elif st.plan.found_nothing():
+        elif st.plan.found_nothing() and not st.erased_any:
             status = "not_found"        # no row or trace anywhere: a real answer (Art. 12)
         else:
             status = "completed"

@@ -432,7 +432,8 @@ class Ledger:
         return a, None
 
     def append(self, request_id: str | None, kind: str, body: dict[str, Any]) -> Entry:
-        """Append one entry. Inside `transaction()` its hash is computed now, in order (the
+        """Append one entry; `body` gets the ledger's actor as "actor" (in place: the caller's
+        copy is what the ledger holds). Inside `transaction()` its hash is computed now, in order (the
         chain is exact), and the row is inserted with the transaction's others at its
         commit (one `executemany`), or before anything reads `db`; all or none commit."""
         if not self._in_tx:     # its own transaction (one durable commit and anchor)
@@ -560,6 +561,17 @@ class Ledger:
                 "SELECT request_id, sealed FROM sealed_subjects WHERE request_id IN "
                 f"({','.join('?' * len(part))})", part))
         return out
+
+    def forget_sealed(self, names: list[str], chunk: int = 500) -> int:
+        """Delete the sealed subjects stored under these names (request ids, or `<id>#plan`):
+        `erasure shred` does, once their key is destroyed. The table is not in the hash
+        chain; the shredding itself is recorded as an entry. Returns how many were deleted."""
+        n = 0
+        for i in range(0, len(names), chunk):
+            part = names[i:i + chunk]
+            n += self._db.execute("DELETE FROM sealed_subjects WHERE request_id IN "
+                                  f"({','.join('?' * len(part))})", part).rowcount
+        return n
 
     def sealed_subject(self, request_id: str) -> bytes:
         row = self._db.execute("SELECT sealed FROM sealed_subjects WHERE request_id = ?",

@@ -120,6 +120,13 @@ class Plan:
     not_applicable: list[dict[str, str]] = field(default_factory=list)
     # the request's identities, by type and HMAC (never a value), and where each came from
     identities: list[dict[str, Any]] = field(default_factory=list)
+    # governance (erasure/governance.py): datasets the policy exempts (with the legal basis)
+    # or defers (with the reason), datasets a legal hold freezes (with the hold ids), and the
+    # policy's hash and source; in the JSON only when there is a policy or a decision
+    exempt: list[dict[str, Any]] = field(default_factory=list)
+    deferred: list[dict[str, Any]] = field(default_factory=list)
+    held: list[dict[str, Any]] = field(default_factory=list)
+    policy: dict[str, Any] | None = None
     # the subject text the plan was made for, derived identities included (never in the JSON:
     # the runner seals it with the plan, erasure/enrich.py)
     subject_text: str = field(default="", repr=False, compare=False)
@@ -127,7 +134,8 @@ class Plan:
     def to_json(self) -> dict[str, Any]:
         d = _fields_of(self)     # its targets are replaced by their own JSON below
         del d["subject_text"]
-        for optional in ("connectors", "not_applicable", "identities"):
+        for optional in ("connectors", "not_applicable", "identities", "exempt", "deferred",
+                         "held", "policy"):
             if not d[optional]:
                 del d[optional]
         d["targets"] = [t.to_json() for t in self.targets]
@@ -144,7 +152,13 @@ class Plan:
         return cls(d["subject"]["hmac"], d["created_at"], [Target.from_json(t) for t in d["targets"]],
                    d["unresolved"], d["out_of_scope"], d.get("notes", []), d.get("untouched", []),
                    d.get("connectors", {}), d.get("not_applicable", []),
-                   d.get("identities", []))
+                   d.get("identities", []), d.get("exempt", []), d.get("deferred", []),
+                   d.get("held", []), d.get("policy"))
+
+    def waiting(self) -> str | None:
+        """"on_hold" when a legal hold keeps part of the subject's data, "deferred" when the
+        policy defers part of it, else None: such a request is not finished by its run."""
+        return "on_hold" if self.held else "deferred" if self.deferred else None
 
     def found_nothing(self) -> bool:
         """True when every target was looked at in full and holds no row, file or trace of
@@ -174,17 +188,23 @@ class ResolvedTarget:
 
 
 def resolve_targets(config: Config, graph: LineageGraph, registry: ConnectorRegistry,
-                    untouched: list[dict] | None = None
+                    untouched: list[dict] | None = None,
+                    excluded: dict[tuple[str, str], str] | None = None
                     ) -> tuple[list[ResolvedTarget], list[dict], list[dict]]:
-    overrides = {graph.canonical((o.namespace, o.name)): (o.column, o.exclude)
-                 for o in config.overrides}
-    roots = [((r.namespace, r.name), r.column, r.identity) for r in config.roots]
+    """The datasets the trace reaches that a connector handles, and what is unresolved and
+    out of scope. `excluded`: datasets governance keeps out of this plan (erasure/
+    governance.py), neither erased nor traced through; the plan lists them apart, so they
+    are not in `out_of_scope`."""
+    from .governance import trace_args
+
+    roots, overrides = trace_args(config, graph, excluded)
     trace = trace_subject_keys(graph, roots, overrides)
     targets: list[ResolvedTarget] = []
     unresolved = [{"namespace": ns, "name": n, "reason": why}
                   for (ns, n), why in sorted(trace.unresolved.items())]
     out_of_scope = [{"namespace": ns, "name": n, "reason": why}
-                    for (ns, n), why in sorted(trace.out_of_scope.items())]
+                    for (ns, n), why in sorted(trace.out_of_scope.items())
+                    if (ns, n) not in (excluded or {})]
     root_ids = {graph.canonical(ds) for ds, _, _ in roots}
     for k in trace.keyed:
         ns, name = k.dataset
@@ -421,11 +441,27 @@ class Measurement:
 
 
 def measure(config: Config, graph: LineageGraph, registry: ConnectorRegistry,
-            subjects: list[tuple[str, str]], with_residue: bool = True) -> Measurement:
+            subjects: list[tuple[str, str]], with_residue: bool = True,
+            excluded: dict[tuple[str, str], str] | None = None) -> Measurement:
     """Resolve the targets, enrich the subjects, type their key values and count every
-    target once for all of them (one `count_target` per dataset, all keys)."""
+    target once for all of them (one `count_target` per dataset, all keys). `excluded`:
+    see `resolve_targets`."""
     with _gc_paused():
-        return _measure(config, graph, registry, subjects, with_residue)
+        return _measure(config, graph, registry, subjects, with_residue, excluded)
+
+
+def governed(config: Config, graph: LineageGraph, subjects: list[tuple[str, str]],
+             governance: Any) -> list[tuple[Any, list[tuple[str, str]]]]:
+    """The subjects grouped by their governance decisions (erasure/governance.py), in the
+    order of their first subject: [(Decisions or None, subjects)]. Without governance, one
+    group with no decisions."""
+    if governance is None or not governance.active:
+        return [(None, subjects)]
+    groups: dict[str, tuple[Any, list[tuple[str, str]]]] = {}
+    for hm, text in subjects:
+        d = governance.decide(config, graph, hm)
+        groups.setdefault(d.key(), (d, []))[1].append((hm, text))
+    return list(groups.values())
 
 
 @contextmanager
@@ -443,13 +479,15 @@ def _gc_paused() -> Iterator[None]:
 
 
 def _measure(config: Config, graph: LineageGraph, registry: ConnectorRegistry,
-             subjects: list[tuple[str, str]], with_residue: bool) -> Measurement:
+             subjects: list[tuple[str, str]], with_residue: bool,
+             excluded: dict[tuple[str, str], str] | None = None) -> Measurement:
     from connectors.base import count_target
 
     from .enrich import enrich_subjects
 
     untouched: list[dict] = []
-    targets, unresolved, out_of_scope = resolve_targets(config, graph, registry, untouched)
+    targets, unresolved, out_of_scope = resolve_targets(config, graph, registry, untouched,
+                                                        excluded)
     requested = dict(subjects)
     enriched = enrich_subjects(config, registry, subjects) if config.enrich else {}
     if enriched:     # every key of the person: the request's identities and derived ones
@@ -483,12 +521,30 @@ def _measure(config: Config, graph: LineageGraph, registry: ConnectorRegistry,
 
 def plan_erasures(config: Config, graph: LineageGraph, registry: ConnectorRegistry,
                   subjects: list[tuple[str, str]], with_residue: bool = True,
-                  hmac_of: Callable[[str], str] | None = None) -> list[Plan]:
+                  hmac_of: Callable[[str], str] | None = None,
+                  governance: Any = None) -> list[Plan]:
     """One plan per subject (hmac, the request's subject text: erasure/identity.py), measured
     in one pass per dataset. With `hmac_of` (the subject key's HMAC) the plan records the
-    request's identities by type and HMAC."""
+    request's identities by type and HMAC. With `governance` (erasure/governance.py) each
+    subject's exempt, deferred and held datasets are left out and listed; subjects with the
+    same decisions are measured together."""
     with _gc_paused():
-        return plans_of(measure(config, graph, registry, subjects, with_residue), hmac_of)
+        plans: dict[str, Plan] = {}
+        for decisions, group in governed(config, graph, subjects, governance):
+            listing = (decisions.listing(governance.policy) if decisions is not None
+                       else {})
+            excluded = decisions.excluded() if decisions is not None else None
+            if decisions is not None and decisions.held_everything:
+                now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+                for hm, text in group:      # held for everything: nothing is even measured
+                    plans[hm] = Plan(hm, now, [], [], [], held=[{
+                        "namespace": "*", "name": "*",
+                        "hold_ids": decisions.held_everything}], subject_text=text)
+                continue
+            for p in plans_of(measure(config, graph, registry, group, with_residue, excluded),
+                              hmac_of):
+                plans[p.subject_hmac] = replace(p, **listing) if listing else p
+        return [plans[hm] for hm, _ in subjects]
 
 
 def plans_of(m: Measurement, hmac_of: Callable[[str], str] | None = None) -> list[Plan]:

@@ -161,7 +161,7 @@ class RegoPolicy(Policy):
         if importlib.util.find_spec("regopy") is None:
             raise PolicyError("[policy] rego is configured but regopy is not installed: "
                               "pip install 'erasure[policy]'")
-        import regopy
+        import regopy  # type: ignore[import-untyped]
 
         self._rego = regopy.Interpreter()
         self._rego.strict_built_in_errors = True

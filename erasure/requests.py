@@ -27,6 +27,8 @@ def one_month_later(t: datetime) -> datetime:
 CHUNK = 1000
 # a finished request is never run again; "not_found": nothing of the subject was anywhere
 FINISHED = ("completed", "not_found", "incomplete")
+# closed: finished, or rejected by an approver (never erased, never swept)
+CLOSED = FINISHED + ("rejected",)
 
 # For a request.submitted entry `s`: "<kind> <status>" of the last entry that set the
 # request's status, as `fold` reads them (a plan opens it again, a completion or failure
@@ -35,7 +37,8 @@ _LAST_STATUS_SQL = """
        (SELECT e.kind || ' ' || ifnull(json_extract(e.body, '$.status'), '')
           FROM entries e
          WHERE e.request_id = s.request_id
-           AND e.kind IN ('plan.recorded', 'request.completed', 'request.failed')
+           AND e.kind IN ('plan.recorded', 'request.completed', 'request.failed',
+                          'request.rejected', 'request.waiting')
          ORDER BY e.seq DESC LIMIT 1)"""
 # Every request.submitted entry after seq ?, for reason ?, with its last status entry.
 _OPEN_SQL = f"""
@@ -56,9 +59,10 @@ SELECT request_id, kind, json_extract(body, '$.status') FROM entries
 
 
 def _finished(last: str | None) -> bool:
-    """Whether the request is finished, from its last status entry (see `fold`)."""
+    """Whether the request is closed (finished or rejected), from its last status entry
+    (see `fold`)."""
     kind, _, status = (last or "").partition(" ")
-    return kind == "request.completed" and status in FINISHED
+    return (kind == "request.completed" and status in FINISHED) or kind == "request.rejected"
 
 
 def _open_status(last: str | None) -> bool:
@@ -168,7 +172,7 @@ def submit_many(ledger: Ledger, keys: SubjectKeys, subject_ids: Iterable[str],
             for v in subject.values():
                 check_subject_id(v)
                 guard.check(v)
-        hmacs = [keys.subject_hmac(s) for s in batch]
+        hmacs = keys.subject_hmacs(batch)      # one round trip with keys held in Vault
         if known is None:
             # one id in all (a shorter first chunk is the last): look up only that subject
             known = _OpenRequests(ledger, reason, hmacs[0] if len(batch) == 1 < chunk else None)
@@ -217,21 +221,62 @@ class RequestState:
     deadline: str
     requested_by: str | None
     reason: str | None
-    status: str = "pending"   # pending | running | completed | not_found | incomplete | failed
+    # pending | running | completed | not_found | incomplete | failed | rejected |
+    # on_hold | deferred (a run erased what it could; part waits for a hold or the policy)
+    status: str = "pending"
     plan: Plan | None = None
     steps: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     entries: int = 0
     tags: dict[tuple[str, str], set[str]] = field(default_factory=dict)   # every attempt's tag
+    # who acted (each entry's "actor"), and governance (erasure/approvals.py, holds.py)
+    submitted_by: str | None = None
+    ran_by: str | None = None
+    identities: list[dict[str, Any]] = field(default_factory=list)   # as submitted + planned
+    approvals: list[dict[str, Any]] = field(default_factory=list)    # {actor, plan_digest, view, at}
+    stale: dict[str, Any] | None = None      # the last request.approval_stale entry
+    rejected: dict[str, Any] | None = None   # {actor, reason, at}
+    extensions: list[dict[str, Any]] = field(default_factory=list)
+    erased_any: bool = False                 # some run deleted rows of the subject
 
     @property
     def done(self) -> bool:
         return self.status in FINISHED
 
+    @property
+    def closed(self) -> bool:
+        """Finished, or rejected: never run again."""
+        return self.status in CLOSED
+
+    @property
+    def identity_types(self) -> list[str]:
+        return sorted({i["type"] for i in self.identities if i.get("type")})
+
+    def approvers(self, digest: str | None = None) -> list[str]:
+        """The distinct actors (not the submitter) who approved the plan with `digest`
+        (default: the latest plan approved, unless `run` found the plan changed since)."""
+        if digest is None:
+            digest = self.current_digest()
+        seen: list[str] = []
+        for a in self.approvals:
+            who = a.get("actor")
+            if a["plan_digest"] == digest and who and who != self.submitted_by \
+                    and who not in seen:
+                seen.append(who)
+        return seen
+
+    def current_digest(self) -> str | None:
+        """The digest of the plan approvals count for: the latest approved, or the one `run`
+        last found when it differed (approvals of an older plan then count no more)."""
+        latest = max(([(a["seq"], a["plan_digest"]) for a in self.approvals]
+                      + ([(self.stale["seq"], self.stale["current"])] if self.stale else [])),
+                     default=None)
+        return latest[1] if latest else None
+
     def step(self, target_key: str, phase: str) -> dict[str, Any] | None:
         return self.steps.get((target_key, phase))
 
-    def apply(self, kind: str, b: dict[str, Any]) -> None:
+    def apply(self, kind: str, b: dict[str, Any], seq: int = 0, ts: str | None = None) -> None:
         """Fold one more of the request's entries (any after its `request.submitted`) into
         the state: `fold` reads them back this way, and the runner applies each entry it
         appends, so its state is what reading the ledger back would give."""
@@ -240,6 +285,8 @@ class RequestState:
             self.steps = {}
             self.tags = {}
             self.status = "running"
+            self.ran_by = b.get("actor")
+            self.identities = _merged(self.identities, b["plan"].get("identities", []))
         elif kind in ("step.started", "step.completed", "step.failed"):
             state = kind[5:]
             self.steps[(b["target"], b["phase"])] = {**b, "state": state}
@@ -247,11 +294,30 @@ class RequestState:
                 self.tags.setdefault((b["target"], b["phase"]), set()).add(b["tag"])
             if state == "failed":
                 self.errors.append(b.get("error", "step failed"))
+            elif state == "completed" and b["phase"] == "erase" and b.get("rows_deleted"):
+                self.erased_any = True
         elif kind == "request.completed":
             self.status = b["status"]
+            self.ran_by = b.get("actor", self.ran_by)
         elif kind == "request.failed":
             self.status = "failed"
             self.errors.append(b["error"])
+        elif kind == "request.waiting":
+            self.status = b["status"]
+            self.ran_by = b.get("actor", self.ran_by)
+        elif kind == "request.approved":
+            self.approvals.append({"actor": b.get("actor"), "plan_digest": b["plan_digest"],
+                                   "view": b.get("view"), "at": ts, "seq": seq})
+        elif kind == "request.approval_stale":
+            self.stale = {**b, "seq": seq, "at": ts}
+        elif kind == "request.rejected":
+            self.status = "rejected"
+            self.rejected = {"actor": b.get("actor"), "reason": b["reason"], "at": ts}
+        elif kind == "request.extended":
+            self.deadline = b["deadline"]
+            self.extensions.append({"actor": b.get("actor"), "reason": b["reason"],
+                                    "deadline_before": b["deadline_before"],
+                                    "deadline": b["deadline"], "at": ts})
         self.entries += 1
 
     def erased_versions(self) -> dict[str, int]:
@@ -271,6 +337,49 @@ class RequestState:
         if phase == "verify" and step.get("state") == "completed" and step.get("not_verified"):
             return "not verified"
         return step.get("state", "todo")
+
+    def governance_json(self, holds: Any = None) -> dict[str, Any]:
+        """Who acted and what governs the request: submitter, approvals (who, of which
+        plan), rejection, extensions, the runs' actor, holds on the subject (who placed and
+        released them), and the plan's exempt, deferred and held datasets."""
+        from .holds import request_hmacs
+
+        out: dict[str, Any] = {
+            "submitted_by": self.submitted_by, "ran_by": self.ran_by,
+            "approved_by": self.approvers(),
+            "approvals": [{"actor": a["actor"], "at": a["at"], "plan_digest": a["plan_digest"]}
+                          for a in self.approvals],
+            "approval_stale": ({"at": self.stale["at"], "diff": self.stale.get("diff", [])}
+                               if self.stale and self.current_digest() == self.stale["current"]
+                               else None),
+            "rejected": self.rejected, "extensions": self.extensions,
+            "exempt": self.plan.exempt if self.plan else [],
+            "deferred": self.plan.deferred if self.plan else [],
+            "held": self.plan.held if self.plan else [],
+            "policy": self.plan.policy if self.plan else None}
+        if holds is not None:
+            mine = request_hmacs(self.subject_hmac, self.identities)
+            out["holds"] = [h.to_json() for h in holds.holds.values() if h.hmacs & mine]
+        return out
+
+    def effective_status(self, approvals_required: int = 0, holds: Any = None) -> str:
+        """The status as an operator needs it: "on_hold" while an active legal hold covers
+        all of the subject's data, "awaiting_approval" while fewer than the required actors
+        approved the current plan, "pending" for a request a released hold let go; else
+        the status its entries set."""
+        if self.closed:
+            return self.status
+        if holds is not None:
+            from .holds import request_hmacs
+
+            active = holds.active_for(request_hmacs(self.subject_hmac, self.identities))
+            if any(h.covers_everything() for h in active):
+                return "on_hold"
+            if self.status == "on_hold" and not active:
+                return "pending"          # released: the next run finishes it
+        if approvals_required and len(self.approvers()) < approvals_required:
+            return "awaiting_approval"
+        return self.status
 
     def to_json(self) -> dict[str, Any]:
         targets = []
@@ -292,6 +401,12 @@ class RequestState:
                 "errors": self.errors, "ledger_entries": self.entries}
 
 
+def _merged(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Identities (type, hmac) of `a`, then those of `b` not in `a`."""
+    seen = {(i.get("type"), i.get("hmac")) for i in a}
+    return a + [i for i in b if (i.get("type"), i.get("hmac")) not in seen]
+
+
 def fold(entries: list[Entry]) -> RequestState:
     first = entries[0].body
     request_id = entries[0].request_id
@@ -299,9 +414,11 @@ def fold(entries: list[Entry]) -> RequestState:
         raise ValueError(f"fold() takes one request's entries, not a {entries[0].kind} entry")
     st = RequestState(request_id, first["subject_hmac"], first["received_at"],
                       first["deadline"], first.get("requested_by"), first.get("reason"))
+    st.submitted_by = first.get("actor")
+    st.identities = list(first.get("identities") or [])
     st.entries = 1
     for e in entries[1:]:
-        st.apply(e.kind, e.body)
+        st.apply(e.kind, e.body, e.seq, e.ts)
     return st
 
 
@@ -340,12 +457,19 @@ class Finished:
     subject_hmac: str
     planned: frozenset[str]
     erased: dict[str, int]
+    # what governance needs (erasure/governance.py): the request's reason, day of receipt
+    # and identities (type, hmac) as submitted and as its plans derived them
+    reason: str | None = None
+    received_at: str = ""
+    identities: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def of(cls, st: RequestState) -> "Finished":
         return cls(st.request_id, st.subject_hmac,
                    frozenset(t.key for t in (st.plan.targets if st.plan else [])),
-                   st.erased_versions())
+                   st.erased_versions(), st.reason, st.received_at,
+                   tuple({"type": i.get("type"), "hmac": i.get("hmac")}
+                         for i in st.identities))
 
 
 # What `finished` folds, in sequence order: only the entries that set a request's subject,
@@ -355,10 +479,15 @@ class Finished:
 _FINISHED_SQL = """
 SELECT request_id, kind,
        CASE kind
-         WHEN 'request.submitted' THEN json_extract(body, '$.subject_hmac')
+         WHEN 'request.submitted' THEN json_array(
+             json_extract(body, '$.subject_hmac'), json_extract(body, '$.reason'),
+             json_extract(body, '$.received_at'),
+             json(ifnull(json_extract(body, '$.identities'), '[]')))
          WHEN 'request.completed' THEN json_extract(body, '$.status')
          WHEN 'request.failed' THEN NULL
-         WHEN 'plan.recorded' THEN json_extract(body, '$.plan.targets')
+         WHEN 'plan.recorded' THEN json_array(
+             json(json_extract(body, '$.plan.targets')),
+             json(ifnull(json_extract(body, '$.plan.identities'), '[]')))
          ELSE body
        END
   FROM entries
@@ -380,17 +509,25 @@ def finished(ledger: Ledger) -> list[Finished]:
     intern: dict[str, str] = {}     # target keys and names repeat across requests: one copy
     steps: dict[str, dict[str, Any]] = {}    # a step body's text (one per batch and counts)
     subject: dict[str, str] = {}
+    facts: dict[str, tuple[str | None, str]] = {}
+    idents: dict[str, list[dict[str, Any]]] = {}
     status: dict[str, str] = {}
     planned: dict[str, frozenset[str]] = {}
     erase: dict[str, dict[str, tuple[str, str, Any]]] = {}   # request -> target -> step
     for rid, kind, v in ledger.db.execute(_FINISHED_SQL):
         if kind == "request.submitted":
-            subject[rid] = v
+            hm, reason, received, ids = json.loads(v)
+            subject[rid] = hm
+            facts[rid] = (reason, received)
+            idents[rid] = ids
             status[rid] = "pending"
         elif kind == "plan.recorded":
             status[rid] = "running"
+            targets, ids = json.loads(v)
             planned[rid] = frozenset(intern.setdefault(k, k)
-                                     for k in map(target_key, json.loads(v)))
+                                     for k in map(target_key, targets))
+            if ids:
+                idents[rid] = _merged(idents.get(rid, []), ids)
             erase.pop(rid, None)
         elif kind == "request.completed":
             status[rid] = v
@@ -415,5 +552,7 @@ def finished(ledger: Ledger) -> list[Finished]:
         for kind, name, version in erase.get(rid, {}).values():
             if kind == "step.completed" and version is not None:
                 versions[name] = max(versions.get(name, 0), version)
-        out.append(Finished(rid, hm, planned.get(rid, frozenset()), versions))
+        out.append(Finished(rid, hm, planned.get(rid, frozenset()), versions, *facts[rid],
+                            tuple({"type": i.get("type"), "hmac": i.get("hmac")}
+                                  for i in idents.get(rid, []))))
     return out

@@ -96,6 +96,11 @@ def load_keys(config, create: bool = True) -> SubjectKeys:
     key may be created (the ledger holds no entry yet)."""
     section = getattr(config, "keys", None)
     if section is not None and section.provider == "vault":
+        import importlib.util
+
+        if importlib.util.find_spec("hvac") is None:
+            raise ConfigError("[keys] provider = \"vault\" is configured but hvac is not "
+                              "installed: pip install 'erasure[vault]'")
         from .vault import VaultKeys
 
         return VaultKeys.open(section, create=create)

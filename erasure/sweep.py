@@ -22,7 +22,7 @@ from connectors.base import FileVersions, Presentation
 
 from .errors import ExitCode
 from .execution import subject_texts
-from .planning import measure
+from .planning import governed, measure
 from .requests import finished, submit
 from .subject import short
 
@@ -45,6 +45,10 @@ class SweepResult:
     # targets the sweep could not look at in full (an object store not listed...): "clean"
     # is never said of them
     not_verified: list[dict[str, Any]] = field(default_factory=list)
+    # subjects not swept, and why: under a legal hold for all their data (never re-erased),
+    # or their sealed ids crypto-shredded (`erasure shred`: nothing left to look for)
+    held: list[dict[str, Any]] = field(default_factory=list)
+    shredded: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -56,8 +60,8 @@ class SweepResult:
                 "requests_checked": self.requests_checked, "subjects": self.subjects,
                 "targets_scanned": self.targets_scanned, "findings": self.findings,
                 "open_model_flags": self.open_model_flags, "fixed": self.fixed,
-                "not_verified": self.not_verified,
-                "seconds": round(self.seconds, 3)}
+                "not_verified": self.not_verified, "held": self.held,
+                "shredded": self.shredded, "seconds": round(self.seconds, 3)}
 
 
 def run_sweep(engine: Engine, fix: bool = False) -> SweepResult:
@@ -73,61 +77,80 @@ def run_sweep(engine: Engine, fix: bool = False) -> SweepResult:
         ledger.append(None, "sweep.completed", {k: v for k, v in res.to_json().items()
                                                  if k != "targets_scanned"})
         return res
+    shredded = shredded_request_ids(ledger)
     by_subject: dict[str, list] = {}
     for st in done:
+        if st.request_id in shredded:          # its sealed id is gone: nothing to look for
+            res.shredded.append(st.request_id)
+            continue
         by_subject.setdefault(st.subject_hmac, []).append(st)
     # each subject as its first request's plan saw it: identities derived by enrichment
     # included (sealed ids read with a few queries)
     texts = subject_texts(engine, [sts[0].request_id for sts in by_subject.values()])
     raw = {hm: texts[sts[0].request_id] for hm, sts in by_subject.items()}
+    # a legal hold on all of a subject's data: not swept, never re-erased; a hold on part of
+    # it, and the policy's exemptions and deferrals, leave those datasets out of its sweep
+    gov = engine.governance([_facts_state(sts[0]) for sts in by_subject.values()])
+    for hm in list(raw):
+        ids = [h.hold_id for h in gov.holds_on(hm) if h.covers_everything()]
+        if ids:
+            del raw[hm]
+            res.held += [{"request_id": st.request_id, "subject": short(hm), "hold_ids": ids}
+                         for st in by_subject[hm]]
     res.subjects = len(raw)
     graph = engine.graph()                     # re-reads the configured lineage events
-    # every erased key matched in one pass per dataset; only the hits are explained
-    m = measure(engine.config, graph, engine.registry, list(raw.items()))
-    order = {hm: n for n, hm in enumerate(raw)}
     seen_targets: dict[str, dict] = {}
-    first: list[tuple[int, int]] = []          # (first subject addressing it, target)
-    found: dict[str, list[int]] = {}           # subject -> targets with something of it
-    for i, rt in enumerate(m.targets):
-        if not m.addressed(i):
-            continue
-        who = [hm for hm in raw if (i, hm) in m.values]
-        if not who:
-            continue
-        first.append((order[who[0]], i))
-        conn = engine.registry.get(rt.connector.name)
-        # a subject the target holds nothing of gets this Target in its plan; when that
-        # says nothing (the usual case), only the hits need their own
-        quiet = _quiet(m.empty_target(i), conn)
-        for hm in (m.hits(i) if quiet else who):
-            found.setdefault(hm, []).append(i)
-    # targets (and what could not be verified) in the order the subjects' plans list them
-    for _, i in sorted(first):
-        t = m.empty_target(i)
-        if t.key not in seen_targets and t.not_verified:
-            res.not_verified.append({"connector": t.connector, "namespace": t.namespace,
-                                     "name": t.name, "reasons": list(t.not_verified)})
-        seen_targets.setdefault(t.key, {"connector": t.connector, "namespace": t.namespace,
-                                        "name": t.name, "column": t.column})
-    for hm in raw:                             # findings in plan order: subject, target, request
-        for i in sorted(found.get(hm, ())):
-            t = m.target(i, hm)
-            conn = engine.registry.get(t.connector)
-            for st in by_subject[hm]:
-                f = _finding(st, t, t.key not in st.planned, st.erased, conn)
-                if f is None and _erased_by_flag(t) and t.details.get("flagged"):
-                    res.open_model_flags.append({"request_id": st.request_id,
-                                                 "model_version": t.name})
-                if f is not None:
-                    res.findings.append(f)
+    order = {hm: n for n, hm in enumerate(raw)}
+    for decisions, group in governed(engine.config, graph, list(raw.items()), gov):
+        # every erased key matched in one pass per dataset; only the hits are explained
+        m = measure(engine.config, graph, engine.registry, group,
+                    excluded=decisions.excluded() if decisions is not None else None)
+        mine = [hm for hm, _ in group]
+        first: list[tuple[int, int]] = []      # (first subject addressing it, target)
+        found: dict[str, list[int]] = {}       # subject -> targets with something of it
+        for i, rt in enumerate(m.targets):
+            if not m.addressed(i):
+                continue
+            who = [hm for hm in mine if (i, hm) in m.values]
+            if not who:
+                continue
+            first.append((order[who[0]], i))
+            conn = engine.registry.get(rt.connector.name)
+            # a subject the target holds nothing of gets this Target in its plan; when that
+            # says nothing (the usual case), only the hits need their own
+            quiet = _quiet(m.empty_target(i), conn)
+            for hm in (m.hits(i) if quiet else who):
+                found.setdefault(hm, []).append(i)
+        # targets (and what could not be verified) in the order the subjects' plans list them
+        for _, i in sorted(first):
+            t = m.empty_target(i)
+            if t.key in seen_targets:
+                continue
+            if t.not_verified:
+                res.not_verified.append({"connector": t.connector, "namespace": t.namespace,
+                                         "name": t.name, "reasons": list(t.not_verified)})
+            seen_targets[t.key] = {"connector": t.connector, "namespace": t.namespace,
+                                   "name": t.name, "column": t.column}
+        for hm in mine:                        # findings in plan order: subject, target, request
+            for i in sorted(found.get(hm, ())):
+                t = m.target(i, hm)
+                conn = engine.registry.get(t.connector)
+                for st in by_subject[hm]:
+                    f = _finding(st, t, t.key not in st.planned, st.erased, conn)
+                    if f is None and _erased_by_flag(t) and t.details.get("flagged"):
+                        res.open_model_flags.append({"request_id": st.request_id,
+                                                     "model_version": t.name})
+                    if f is not None:
+                        res.findings.append(f)
     res.targets_scanned = list(seen_targets.values())
     with ledger.transaction():
         for f in res.findings:
-            ledger.append(f["request_id"], "sweep.finding", f)
+            ledger.append(f["request_id"], "sweep.finding", dict(f))   # the body gets an actor
         ledger.append(None, "sweep.completed", {
             "status": res.status, "requests_checked": res.requests_checked,
             "subjects": res.subjects, "targets_scanned": len(res.targets_scanned),
-            "findings": len(res.findings), "not_verified": res.not_verified})
+            "findings": len(res.findings), "not_verified": res.not_verified,
+            "held": len(res.held), "shredded": len(res.shredded)})
     if fix and res.findings:
         from .execution import Runner
 
@@ -150,6 +173,27 @@ def run_sweep(engine: Engine, fix: bool = False) -> SweepResult:
         res.fixed += [{"request_id": o.request_id, "status": o.status} for o in outcomes]
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def shredded_request_ids(ledger) -> set[str]:
+    """Requests whose sealed subject ids `erasure shred` destroyed (its ledger entries)."""
+    import json
+
+    out: set[str] = set()
+    for (body,) in ledger.db.execute(
+            "SELECT body FROM entries WHERE request_id IS NULL AND kind = 'subjects.shredded'"):
+        out.update(json.loads(body).get("requests", []))
+    return out
+
+
+def _facts_state(st) -> Any:
+    """What governance needs of a finished request (`requests.Finished`)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(subject_hmac=st.subject_hmac, reason=st.reason,
+                           received_at=st.received_at, identities=list(st.identities),
+                           identity_types=sorted({i["type"] for i in st.identities
+                                                  if i.get("type")}))
 
 
 def _quiet(t, conn) -> bool:
