@@ -543,6 +543,12 @@ def sweep(as_json: bool = typer.Option(False, "--json"),
                 typer.echo(f"  re-erased: {x['request_id']} {x['status']}")
             for x in o["not_verified"]:
                 typer.echo(f"  NOT VERIFIED {x['name']}: {'; '.join(x['reasons'])}")
+            for x in o["held"]:
+                typer.echo(f"  not swept: {x['request_id']} {x['subject']} is under legal "
+                           f"hold {', '.join(x['hold_ids'])} (never re-erased while held)")
+            if o["shredded"]:
+                typer.echo(f"  not swept: {len(o['shredded'])} requests whose subject ids were "
+                           "crypto-shredded (`erasure shred`): nothing is left to look for")
         _emit(out, as_json, human)
         code = EXIT_FINDINGS if res.findings and not (
             fix and res.fixed and all(x["status"] in FINISHED for x in res.fixed)) else 0

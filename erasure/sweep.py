@@ -77,6 +77,8 @@ def run_sweep(engine: Engine, fix: bool = False) -> SweepResult:
         ledger.append(None, "sweep.completed", {k: v for k, v in res.to_json().items()
                                                  if k != "targets_scanned"})
         return res
+    from .vault import shredded_request_ids
+
     shredded = shredded_request_ids(ledger)
     by_subject: dict[str, list] = {}
     for st in done:
@@ -173,17 +175,6 @@ def run_sweep(engine: Engine, fix: bool = False) -> SweepResult:
         res.fixed += [{"request_id": o.request_id, "status": o.status} for o in outcomes]
     res.seconds = time.perf_counter() - t0
     return res
-
-
-def shredded_request_ids(ledger) -> set[str]:
-    """Requests whose sealed subject ids `erasure shred` destroyed (its ledger entries)."""
-    import json
-
-    out: set[str] = set()
-    for (body,) in ledger.db.execute(
-            "SELECT body FROM entries WHERE request_id IS NULL AND kind = 'subjects.shredded'"):
-        out.update(json.loads(body).get("requests", []))
-    return out
 
 
 def _facts_state(st) -> Any:

@@ -368,6 +368,10 @@ def test_shred_destroys_finished_days_and_skips_open_ones(env, bao, tmp_path, ca
         assert isinstance(err.value, ErasureError) and "crypto-shredded" in str(err.value)
         assert SUBJECT not in str(err.value)
     assert keys.unseal(before[rb], rb) == OTHERS[0]
+    # a sweep cannot look for A any more, and says so instead of calling it clean
+    code, sw = lake.cli_json(capsys, "sweep")
+    assert code == 0 and sw["shredded"] == [ra] and sw["findings"] == [], sw
+    assert sw["requests_checked"] == 1 and sw["subjects"] == 0
     ledger = Ledger(lake.root / ".erasure" / "ledger.db", chain_key(keys))
     try:
         assert shredded_request_ids(ledger) == {ra}
