@@ -2,6 +2,8 @@
 
     ErasureError                      exit 1   base class, never raised directly
     ├── ConfigError                   exit 3   missing or invalid configuration
+    │   └── PolicyError (policy.py)            the [policy] cannot be loaded or evaluated,
+    │                                          or a decision breaks its contract
     ├── InputError                    exit 4   bad input: nothing was changed
     │   ├── MalformedEventError                an OpenLineage event failed validation
     │   ├── UnknownDatasetError                a dataset or table that does not exist
@@ -10,8 +12,10 @@
     ├── ErasureFailed                 exit 5   an erasure step failed (terminal until an operator acts)
     │   ├── GuardTripped                       deleted rows differ from planned rows beyond tolerance
     │   ├── VerificationFailed                 the subject is still readable after the erasure
-    │   └── ConnectorError                     a dataset could not be read or written (the
-    │                                          library's message, with subject keys redacted)
+    │   ├── ConnectorError                     a dataset could not be read or written (the
+    │   │                                      library's message, with subject keys redacted)
+    │   └── ShreddedError (vault.py)           a sealed subject id whose Transit key was
+    │                                          destroyed by `erasure shred`
     └── RetryableError                exit 75  operational: try again later (EX_TEMPFAIL)
         └── ConflictRetriesExhausted           concurrent writers kept winning the commit race
 
