@@ -5,9 +5,13 @@ verifier rebuilds from the ledger to compare, so they match byte for byte when n
 tampered with. It holds no personal data: the subject appears only as its keyed HMAC.
 
 Its bytes are RFC 8785 canonical JSON (`erasure.canonical`), and its `format` says so:
-"erasure-evidence/2". Reports written before carry "erasure-evidence/1", whose bytes were
-Python's sorted `json.dumps`; a verifier rebuilds the evidence in the format the report
-records (`evidence_bytes` follows the `format` field), so both keep verifying.
+"erasure-evidence/3", which adds a `governance` block (who submitted, approved, ran and
+rejected the request, its approvals, extensions and the legal holds on its subject; see
+`governance_block`). "erasure-evidence/2" is the same without that block; reports written
+before RFC 8785 carry "erasure-evidence/1", whose bytes were Python's sorted `json.dumps`. A
+verifier rebuilds the evidence in the format the report records (`in_format` drops what the
+older formats did not have, `evidence_bytes` follows the `format` field), so all keep
+verifying.
 """
 
 from __future__ import annotations
@@ -20,9 +24,12 @@ from .errors import ErasureFailed
 from .ledger import GENESIS, Ledger
 from .requests import fold
 
-FORMAT = "erasure-evidence/2"          # RFC 8785 bytes
+FORMAT = "erasure-evidence/3"          # RFC 8785 bytes, with the governance block
+V2_FORMAT = "erasure-evidence/2"       # RFC 8785 bytes, no governance block
 LEGACY_FORMAT = "erasure-evidence/1"   # Python's sorted json.dumps (default=str): verify only
-FORMATS = (FORMAT, LEGACY_FORMAT)
+FORMATS = (FORMAT, V2_FORMAT, LEGACY_FORMAT)
+# formats whose evidence has a `governance` block
+GOVERNANCE_FORMATS = (FORMAT,)
 
 
 def _checkpoint_bytes(cp: dict[str, Any], entry_format: str = "3") -> bytes:
@@ -117,14 +124,101 @@ def build_evidence(ledger: Ledger, request_id: str, upto: int | None = None,
         "ledger_checkpoint": cp,
         "request_entries": [e.seq for e in entries],
     }
+    if format in GOVERNANCE_FORMATS:
+        evidence["governance"] = governance_block(ledger, entries, st, cp["entries"])
     return evidence
+
+
+def governance_block(ledger: Ledger, entries: list, st: Any, upto: int) -> dict[str, Any]:
+    """Who acted on the request and what governed it, from the ledger up to seq `upto` only
+    (the request's entries `entries`, folded into `st`, and the ledger-wide hold entries):
+    never from the configuration, never from a later entry, so a verifier rebuilds the same.
+
+    - actors: submitted_by (the submission's actor); approved_by (the distinct approvers,
+      not the submitter, of the plan that ran: whose approval's plan_digest is the digest of
+      the latest recorded plan's view, `erasure.approvals`); ran_by (the actor of the
+      request's completion entry, else of its latest plan); rejected_by;
+    - ran: that entry's seq, time and kind;
+    - plan_digest: that digest (None when no plan was recorded);
+    - approvals, each with `counted` (it is one of approved_by's, first per actor);
+      approval_stale: each time a run found the plan changed since it was approved;
+    - rejection, extensions (who, when, why, the deadline before and after);
+    - holds on the subject (its HMAC or an identity's among the hold's): who placed and
+      released each and when, its reason, scope and last day. Never the hold's HMACs, nor
+      its release reason (recorded without knowing whose data it is, so never checked for
+      the person's id), nor its status today (that changes with the date).
+
+    The plan's exempt, deferred and held datasets and the policy that decided them are in
+    evidence["plan"]; the actor of every step is in evidence["steps"]."""
+    from .approvals import plan_view, view_digest
+    from .holds import HoldBook, request_hmacs
+
+    submitted_by = entries[0].body.get("actor")
+    plan_entry = next((e for e in reversed(entries) if e.kind == "plan.recorded"), None)
+    digest = view_digest(plan_view(plan_entry.body["plan"])) if plan_entry else None
+    completed = next((e for e in reversed(entries) if e.kind == "request.completed"), None)
+    ran = completed or plan_entry
+    approvals, approved_by = [], []
+    for e in entries:
+        if e.kind != "request.approved":
+            continue
+        who = e.body.get("actor")
+        counted = (digest is not None and e.body["plan_digest"] == digest and who is not None
+                   and who != submitted_by and who not in approved_by)
+        if counted:
+            approved_by.append(who)
+        approvals.append({"seq": e.seq, "actor": who, "at": e.ts,
+                          "plan_digest": e.body["plan_digest"], "counted": counted})
+    stale = [{"seq": e.seq, "at": e.ts, "approved": e.body.get("approved"),
+              "current": e.body.get("current")}
+             for e in entries if e.kind == "request.approval_stale"]
+    rejected = next((e for e in reversed(entries) if e.kind == "request.rejected"), None)
+    extensions = [{"seq": e.seq, "actor": e.body.get("actor"), "at": e.ts,
+                   "deadline_before": e.body["deadline_before"], "deadline": e.body["deadline"],
+                   "months": e.body.get("months"), "reason": e.body["reason"]}
+                  for e in entries if e.kind == "request.extended"]
+    mine = request_hmacs(st.subject_hmac, st.identities)
+    seqs = {(e.kind, e.body["hold_id"]): e.seq
+            for kind in ("hold.added", "hold.released")
+            for e in ledger.entries_of_kind(kind, upto) if e.request_id is None}
+    holds = [{"hold_id": h.hold_id, "reason": h.reason, "scope": h.scope, "until": h.until,
+              "added_seq": seqs.get(("hold.added", h.hold_id)), "added_at": h.added_at,
+              "added_by": h.added_by,
+              "released_seq": seqs.get(("hold.released", h.hold_id))
+              if h.released_at is not None else None,
+              "released_at": h.released_at, "released_by": h.released_by}
+             for h in HoldBook.load(ledger, upto).holds.values() if h.hmacs & mine]
+    return {
+        "actors": {"submitted_by": submitted_by, "approved_by": approved_by,
+                   "ran_by": ran.body.get("actor") if ran else None,
+                   "rejected_by": rejected.body.get("actor") if rejected else None},
+        "ran": {"seq": ran.seq, "at": ran.ts, "kind": ran.kind} if ran else None,
+        "plan_digest": digest,
+        "approvals": approvals,
+        "approval_stale": stale,
+        "rejection": ({"seq": rejected.seq, "actor": rejected.body.get("actor"),
+                       "at": rejected.ts, "reason": rejected.body["reason"]}
+                      if rejected else None),
+        "extensions": extensions,
+        "holds": holds,
+    }
+
+
+def in_format(evidence: dict[str, Any], fmt: str) -> dict[str, Any]:
+    """The evidence as format `fmt` records it: the formats before "erasure-evidence/3" have
+    no `governance` block (a verifier rebuilding a /2 report compares without it)."""
+    out = {**evidence, "format": fmt}
+    if fmt not in GOVERNANCE_FORMATS:
+        out.pop("governance", None)
+    return out
 
 
 def evidence_bytes(evidence: dict[str, Any]) -> bytes:
     """The canonical bytes of the evidence, in the scheme its `format` names: RFC 8785 for
-    "erasure-evidence/2", the old form for "erasure-evidence/1" (reports written before)."""
+    "erasure-evidence/3" and "/2", the old form for "erasure-evidence/1" (reports written
+    before)."""
     fmt = evidence.get("format")
-    if fmt == FORMAT:
+    if fmt in (FORMAT, V2_FORMAT):
         return canonical_bytes(evidence)
     if fmt == LEGACY_FORMAT:
         return legacy_canonical_v2(evidence).encode("utf-8")
@@ -135,13 +229,14 @@ def evidence_matches(embedded_bytes: bytes, embedded: dict[str, Any],
                      rebuilt: dict[str, Any]) -> bool:
     """The embedded evidence (its bytes as signed, and parsed) is byte for byte the canonical
     form of the evidence rebuilt from the ledger, in the format the embedded evidence records
-    (the rebuilt evidence is expressed in that format first: the formats differ only in how
-    the bytes are made)."""
+    (the rebuilt evidence is expressed in that format first, `in_format`: /1 and /2 differ
+    in how the bytes are made, /3 adds the governance block). A rebuilt evidence of an older
+    format than the embedded one lacks what that format records, and does not match."""
     fmt = embedded.get("format")
     if fmt not in FORMATS:
         raise ErasureFailed(f"the report's evidence has an unknown format {fmt!r}; this "
                             f"version reads {', '.join(FORMATS)}")
-    return evidence_bytes({**rebuilt, "format": fmt}) == embedded_bytes
+    return evidence_bytes(in_format(rebuilt, fmt)) == embedded_bytes
 
 
 def evidence_digest(evidence: dict[str, Any]) -> str:

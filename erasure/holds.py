@@ -114,13 +114,16 @@ class HoldBook:
     holds: dict[str, Hold] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, ledger: Ledger) -> "HoldBook":
+    def load(cls, ledger: Ledger, upto: int | None = None) -> "HoldBook":
+        """`upto`: only the hold entries up to that seq (the holds as a ledger checkpoint
+        knew them, erasure/evidence.py); default all."""
         import json
 
         book = cls()
         for seq, ts, kind, body in ledger.db.execute(
                 "SELECT seq, ts, kind, body FROM entries WHERE request_id IS NULL AND kind IN "
-                "('hold.added', 'hold.released') ORDER BY seq"):
+                "('hold.added', 'hold.released') AND seq <= ? ORDER BY seq",
+                ((1 << 62) if upto is None else upto,)):
             b = json.loads(body)
             if kind == "hold.added":
                 book.holds[b["hold_id"]] = Hold(b["hold_id"], frozenset(b["hmacs"]), b["reason"],
