@@ -104,6 +104,227 @@ def lineage_drawing(evidence: dict[str, Any], width: float,
     return drawing
 
 
+
+def _short(digest: str | None, n: int = 19) -> str:
+    """A digest shortened for a table cell ("sha256:" and the first 12 hex digits)."""
+    return "-" if not digest else digest if len(digest) <= n else digest[:n] + "…"
+
+
+def _at(ts: str | None) -> str:
+    """A ledger time for a table cell: to the second, "+00:00" dropped (the column says UTC)."""
+    if not ts:
+        return "-"
+    if ts.endswith("+00:00"):
+        ts = ts[:-6]
+    return ts.split(".")[0].replace("T", " ")
+
+
+def accountability_rows(evidence: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(action, by, at, ledger entry, details) for the Accountability section, in ledger
+    order, from the evidence's governance block (formats before erasure-evidence/3 have
+    none: no rows)."""
+    gov = evidence.get("governance")
+    if gov is None:
+        return []
+    req = evidence["request"]
+    actors = gov["actors"]
+    first = (evidence.get("request_entries") or [0])[0]
+    rows: list[tuple[int, str, str | None, str | None, str]] = [
+        (first, "Submitted", actors["submitted_by"], req["received_at"], "")]
+    for h in gov["holds"]:
+        rows.append((h["added_seq"] or 0, "Legal hold placed", h["added_by"], h["added_at"],
+                     f"{h['hold_id']}: {h['reason']} (scope {h['scope']}"
+                     + (f", until {h['until']}" if h["until"] else "") + ")"))
+        if h["released_at"]:
+            rows.append((h["released_seq"] or 0, "Legal hold released", h["released_by"],
+                         h["released_at"], h["hold_id"]))
+    for x in gov["extensions"]:
+        rows.append((x["seq"], "Deadline extended", x["actor"], x["at"],
+                     f"{x['deadline_before']} to {x['deadline']}"
+                     + (f" ({x['months']} months)" if x.get("months") else "")
+                     + f": {x['reason']}"))
+    for a in gov["approvals"]:
+        rows.append((a["seq"], "Approved", a["actor"], a["at"],
+                     f"plan {_short(a['plan_digest'])}: "
+                     + ("counted (the plan that ran)" if a["counted"] else
+                        "not counted (the submitter, a repeat, or not the plan that ran)")))
+    for x in gov["approval_stale"]:
+        rows.append((x["seq"], "Approval outdated", None, x["at"],
+                     f"a run found plan {_short(x['current'])}, not the approved "
+                     f"{_short(x['approved'])}; approvals of the earlier plan stopped counting"))
+    if gov["rejection"]:
+        r = gov["rejection"]
+        rows.append((r["seq"], "Rejected", r["actor"], r["at"], r["reason"]))
+    ran = gov.get("ran")
+    if ran:
+        rows.append((ran["seq"], "Ran the erasure", actors["ran_by"], ran["at"],
+                     (f"the run that finished the request ({req['status']})"
+                      if ran["kind"] == "request.completed" else
+                      "the run that recorded the latest plan (the request is not finished)")
+                     + "; each step in the tables above records its own actor"))
+    rows.sort(key=lambda r: r[0])
+    return [(action, who or "-", _at(at), str(seq) if seq else "-", details)
+            for seq, action, who, at, details in rows]
+
+
+def _table(small, head: list[str], data: list, widths: list[float]):
+    """A grid with a header row; every cell's text escaped; `widths` in mm."""
+    from reportlab.lib import colors
+    from reportlab.lib.units import mm
+    from reportlab.platypus import Paragraph, Table, TableStyle
+
+    t = Table([[Paragraph(f"<b>{h}</b>", small) for h in head]]
+              + [[Paragraph(_esc(str(c)), small) for c in row] for row in data],
+              colWidths=[w * mm for w in widths], repeatRows=1)
+    t.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.3, colors.HexColor("#bbbbbb")),
+                           ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8eef6")),
+                           ("VALIGN", (0, 0), (-1, -1), "TOP")]))
+    return t
+
+
+def governance_story(evidence: dict[str, Any], body, small, h2) -> list:
+    """The sections "Accountability" and "Exemptions and deferrals"."""
+    from reportlab.lib.units import mm
+    from reportlab.platypus import Paragraph, Spacer
+
+    def table(head: list[str], data: list, widths: list[float]):
+        return _table(small, head, data, widths)
+
+    plan = evidence["plan"] or {}
+    gov = evidence.get("governance")
+    story: list = [Spacer(1, 5 * mm), Paragraph("Accountability", h2)]
+    if gov is None:
+        story.append(Paragraph(
+            f"This evidence ({_esc(str(evidence.get('format')))}) predates the accountability "
+            "record; each ledger step below still names its actor.", small))
+    else:
+        actors = gov["actors"]
+        approved = actors["approved_by"]
+        counted = [a for a in gov["approvals"] if a["counted"]]
+        lines = [f"<b>Submitted by</b> {_esc(actors['submitted_by'] or '-')}."]
+        if gov["approvals"]:
+            lines.append(
+                f"<b>Approved by</b> {_esc(', '.join(approved) or 'nobody')}: {len(counted)} "
+                f"approval(s) counted, of plan {_esc(gov['plan_digest'] or '-')} (the digest "
+                f"of the plan that ran, over what it would erase and keep); "
+                f"{len(gov['approvals']) - len(counted)} other approval(s) recorded.")
+        else:
+            lines.append("<b>Approved by</b>: no approval was recorded (none was required "
+                         "when the request ran, or it did not run).")
+        lines.append(f"<b>Ran by</b> {_esc(actors['ran_by'] or '-')}.")
+        if actors["rejected_by"]:
+            lines.append(f"<b>Rejected by</b> {_esc(actors['rejected_by'])}.")
+        holds = gov["holds"]
+        lines.append(
+            f"<b>Legal holds on the subject</b>: {len(holds)}"
+            + (" (placed by " + ", ".join(sorted({_esc(h['added_by'] or '-') for h in holds}))
+               + (", released by " + ", ".join(sorted({_esc(h['released_by'])
+                                                      for h in holds if h['released_by']}))
+                  if any(h["released_by"] for h in holds) else "") + ")" if holds else "")
+            + f". <b>Deadline extensions</b>: {len(gov['extensions'])}.")
+        story.append(Paragraph(" ".join(lines), body))
+        story.append(Spacer(1, 2 * mm))
+        story.append(table(["Action", "By", "At (UTC)", "Ledger entry", "Details"],
+                           accountability_rows(evidence), [30, 20, 30, 14, 80]))
+        step_actors = sorted({str(s.get("actor")) for s in evidence["steps"] if s.get("actor")})
+        story.append(Paragraph(
+            "Actors are the operator names the engine recorded on each ledger entry "
+            "(ERASURE_ACTOR, else the operating-system user); the engine does not "
+            "authenticate them. Steps recorded by: "
+            + (_esc(", ".join(step_actors)) or "-") + ".", small))
+
+    story += [Spacer(1, 5 * mm), Paragraph("Exemptions and deferrals", h2)]
+    policy = plan.get("policy")
+    story.append(Paragraph(
+        (f"Decided by the policy {_esc(policy.get('source') or '-')}, hash "
+         f"<font face='Courier'>{_esc(policy.get('hash') or '-')}</font>."
+         if policy else "No policy was recorded with the plan."), small))
+    story.append(Spacer(1, 1 * mm))
+    exempt, deferred, held = plan.get("exempt") or [], plan.get("deferred") or [], \
+        plan.get("held") or []
+    if exempt:
+        story.append(table(["Exempt dataset (kept)", "Legal basis", "Policy hash"],
+                           [(x["name"], x.get("basis") or "-", _short(x.get("policy_hash")))
+                            for x in exempt], [62, 78, 34]))
+    else:
+        story.append(Paragraph("<b>Exempt</b>: none. No dataset was kept under an exemption.",
+                               small))
+    if deferred:
+        story.append(Spacer(1, 2 * mm))
+        story.append(table(["Deferred dataset (erased later)", "Reason", "Policy hash"],
+                           [(x["name"], x.get("basis") or "-", _short(x.get("policy_hash")))
+                            for x in deferred], [62, 78, 34]))
+    else:
+        story.append(Paragraph("<b>Deferred</b>: none.", small))
+    if held:
+        story.append(Spacer(1, 2 * mm))
+        story.append(table(["Held dataset (kept while held)", "Legal holds"],
+                           [(x["name"], ", ".join(x.get("hold_ids") or []) or "-")
+                            for x in held], [90, 84]))
+    else:
+        story.append(Paragraph("<b>Held</b>: none in the plan that ran.", small))
+    return story
+
+
+# The control mapping (docs/proof-reports.md has the same table): (what, where in this
+# report, where in the ledger).
+CONTROL_ROWS = (
+    ("Deletion performed",
+     "The tables per kind of system: rows before and after, table versions, files and log "
+     "entries purged (erase and purge steps, each with its time and actor)",
+     "step.completed entries of phase erase and purge (rows deleted, version before and "
+     "after); table.history copied before purges"),
+    ("Deletion verified",
+     "The Verified column and its time; systems that could not be verified, and residue that "
+     "remains, with the reason and date, in \"What remains, and why\"",
+     "step.completed entries of phase verify (residue, not_verified); later re-checks by "
+     "erasure sweep (sweep.finding, sweep.completed), after this report's checkpoint"),
+    ("Exceptions authorised",
+     "\"Exemptions and deferrals\": each exempt or deferred dataset with its legal basis "
+     "and the policy's hash and source, held datasets with their hold ids; legal holds and "
+     "approvals in \"Accountability\"",
+     "plan.recorded (exempt, deferred, held, policy); hold.added, hold.released; "
+     "request.approved (plan digest)"),
+    ("Accountability",
+     "\"Accountability\": who submitted, approved (which plan digest), ran, rejected, "
+     "extended the deadline, placed and released holds, with times",
+     "the actor recorded on every ledger entry"),
+    ("Record integrity",
+     "The ledger checkpoint on page one; the PAdES signature over this document and its "
+     "attached evidence.json",
+     "the keyed HMAC-SHA256 hash chain and its head anchor (erasure ledger verify); the "
+     "signed ledger.checkpoint entry; erasure verify-report rebuilds the evidence from the "
+     "ledger at the checkpoint"),
+)
+
+
+def control_evidence_story(small, h2) -> list:
+    """The section "Control evidence": CONTROL_ROWS with what the report does not show."""
+    from reportlab.lib.units import mm
+    from reportlab.platypus import Paragraph, Spacer
+
+    return [
+        Spacer(1, 5 * mm), Paragraph("Control evidence", h2),
+        Paragraph(
+            "Where this report and the ledger hold evidence toward two deletion controls: "
+            "SOC 2 <b>CC6.5</b> (2017 Trust Services Criteria: protections over assets are "
+            "discontinued only after the ability to read or recover data from them has been "
+            "diminished and is no longer required) and ISO/IEC 27001:2022 Annex A "
+            "<b>A.8.10</b> Information deletion (information stored in information systems, "
+            "devices or other storage media is deleted when no longer required). It is "
+            "evidence for one request; it does not certify either control, whose design and "
+            "operation an auditor judges across requests, systems and time.", small),
+        Spacer(1, 2 * mm),
+        _table(small, ["Evidence of", "In this report", "In the ledger"],
+               [list(r) for r in CONTROL_ROWS], [34, 70, 70]),
+        Spacer(1, 2 * mm),
+        Paragraph(
+            "Not evidenced here: systems that never emitted lineage, copies made by hand, "
+            "backups, snapshots and replicas outside the listed systems, and whether the "
+            "recorded actors are who they say (the engine records the names it is given).",
+            small)]
+
+
 def render(evidence: dict[str, Any], root_fingerprint: str, out: Path,
            presentations: Mapping[str, Presentation] | None = None) -> None:
     """`presentations`: by connector name (default: every connector's, `connectors.presentations`)."""
@@ -167,6 +388,9 @@ def render(evidence: dict[str, Any], root_fingerprint: str, out: Path,
               for i in plan.get("identities", [])],
             ("Received", req["received_at"]),
             ("Deadline (Art. 12(3): one month)", req["deadline"]),
+            *[("Deadline extended (Art. 12(3))",
+               f"to {x['deadline']} by {_esc(x['actor'] or '-')} on {x['at']}")
+              for x in (evidence.get("governance") or {}).get("extensions", [])],
             ("Finished", req.get("finished_at") or "-"),
             ("Requested by", req.get("requested_by") or "-"),
             ("Legal basis", req.get("legal_basis") or "-"),
@@ -191,6 +415,13 @@ def render(evidence: dict[str, Any], root_fingerprint: str, out: Path,
         "from. The subject appears only as a keyed HMAC: this document holds no identifier, "
         "e-mail address or phone number of the subject. The machine-readable evidence "
         "(<i>evidence.json</i>) is attached and covered by the digital signature.", body))
+    kept = [(len(plan.get(k) or []), k) for k in ("exempt", "deferred", "held")]
+    if any(n for n, _ in kept):
+        story.append(Spacer(1, 2 * mm))
+        story.append(Paragraph(
+            "<b>Kept on purpose:</b> " + ", ".join(f"{n} dataset(s) {k}" for n, k in kept)
+            + " (not erased by this request: see \"Exemptions and deferrals\", with the legal "
+            "basis of each).", body))
     story.append(Spacer(1, 2 * mm))
     story.append(Paragraph(
         "<b>How to check it.</b> Open the signature panel of any PDF viewer, or run "
@@ -265,6 +496,7 @@ def render(evidence: dict[str, Any], root_fingerprint: str, out: Path,
     for u in plan.get("not_applicable", []):
         notes.append(f"<b>Not applicable</b> {_esc(last_parts(u['name']))}: {_esc(u['reason'])}")
     story += [Paragraph(n, small) for n in notes] or [Paragraph("Nothing.", small)]
+    story += governance_story(evidence, body, small, h2)
     can = plan.get("connectors") or {}
     if can:   # recorded with the plan (plans from before have none)
         from connectors.base import ability_lines
@@ -274,4 +506,5 @@ def render(evidence: dict[str, Any], root_fingerprint: str, out: Path,
             title = shown[name].kinds if name in shown else name
             story.append(Paragraph(f"<b>{_esc(title)}</b>: " + "; ".join(
                 _esc(x) for x in ability_lines(a)) + ".", small))
+    story += control_evidence_story(small, h2)
     doc.build(story)
