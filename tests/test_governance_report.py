@@ -383,3 +383,31 @@ def test_a_report_in_format_2_still_verifies(governed, tmp_path):
     claimed = {**old, "governance": ev["governance"]}
     code, res = _verify(governed["lake"], _sign(governed["lake"], claimed, tmp_path / "c.pdf"))
     assert code == 5 and _checks(res)["evidence-matches-ledger"] is False, res
+
+
+def test_a_rejected_request_reports_who_rejected_it_and_that_it_never_ran(lake, monkeypatch,
+                                                                           tmp_path):
+    for name in ENV:
+        if name != "ERASURE_CONFIG":
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ERASURE_ACTOR", "alice")
+    _ok(lake, "keys", "init")
+    rid = _ok(lake, "request", "submit", "--subject-id", SUBJECT)["request_id"]
+    monkeypatch.setenv("ERASURE_ACTOR", "bob")
+    _ok(lake, "request", "reject", rid, "--reason", "the identity could not be confirmed")
+    pdf = tmp_path / "rejected.pdf"
+    _ok(lake, "report", rid, "--output", str(pdf))
+    ev, _ = _evidence(pdf)
+    gov = ev["governance"]
+    assert gov["actors"] == {"submitted_by": "alice", "approved_by": [], "ran_by": None,
+                             "rejected_by": "bob"}
+    assert (gov["plan_digest"], gov["ran"], gov["approvals"]) == (None, None, [])
+    assert gov["rejection"]["reason"] == "the identity could not be confirmed"
+    text = _flat(_text(pdf))
+    section = _section(text, "Accountability", "Exemptions and deferrals")
+    assert "Rejected by bob" in section and "Not run" in section
+    assert "the identity could not be confirmed" in section
+    assert "Exempt: none" in text and "Deferred: none" in text and "Held: none" in text
+    assert not _names_subject(text)
+    code, res = _verify(lake, pdf)
+    assert code == 0 and res["ok"] is True, res

@@ -209,9 +209,10 @@ def governance_story(evidence: dict[str, Any], body, small, h2) -> list:
                 f"of the plan that ran, over what it would erase and keep); "
                 f"{len(gov['approvals']) - len(counted)} other approval(s) recorded.")
         else:
-            lines.append("<b>Approved by</b>: no approval was recorded (none was required "
-                         "when the request ran, or it did not run).")
-        lines.append(f"<b>Ran by</b> {_esc(actors['ran_by'] or '-')}.")
+            lines.append("<b>Approved by</b>: no approval is recorded in the ledger up to "
+                         "the checkpoint.")
+        lines.append(f"<b>Ran by</b> {_esc(actors['ran_by'])}." if actors["ran_by"] else
+                     "<b>Not run</b>: no plan was recorded.")
         if actors["rejected_by"]:
             lines.append(f"<b>Rejected by</b> {_esc(actors['rejected_by'])}.")
         holds = gov["holds"]
@@ -238,7 +239,9 @@ def governance_story(evidence: dict[str, Any], body, small, h2) -> list:
     story.append(Paragraph(
         (f"Decided by the policy {_esc(policy.get('source') or '-')}, hash "
          f"<font face='Courier'>{_esc(policy.get('hash') or '-')}</font>."
-         if policy else "No policy was recorded with the plan."), small))
+         if policy else "No policy was recorded with the plan." if evidence["plan"] else
+         "No plan was recorded: the request did not run, so nothing was exempted, deferred or "
+         "held by a plan."), small))
     story.append(Spacer(1, 1 * mm))
     exempt, deferred, held = plan.get("exempt") or [], plan.get("deferred") or [], \
         plan.get("held") or []
@@ -262,7 +265,7 @@ def governance_story(evidence: dict[str, Any], body, small, h2) -> list:
                            [(x["name"], ", ".join(x.get("hold_ids") or []) or "-")
                             for x in held], [90, 84]))
     else:
-        story.append(Paragraph("<b>Held</b>: none in the plan that ran.", small))
+        story.append(Paragraph("<b>Held</b>: none.", small))
     return story
 
 
