@@ -310,7 +310,7 @@ def test_a_format_2_ledger_is_upgraded_in_place_from_a_recorded_entry(tmp_path):
         assert [led.entry_format(s) for s in (1, 25, 26, 27)] == ["2", "2", "3", "3"]
         # evidence of the old request, rebuilt in either evidence format
         ev = build_evidence(led, FIXTURE_REQUEST, 24)
-        assert ev["format"] == "erasure-evidence/2"
+        assert ev["format"] == "erasure-evidence/3"
         assert evidence_bytes(ev) == rfc8785.dumps(ev)
     finally:
         led.close()
@@ -373,7 +373,7 @@ def test_a_new_report_embeds_rfc8785_evidence_that_verifies(tmp_path):
     assert code == 0 and pdf.is_file(), (out, err)
     raw = _embedded_evidence(pdf, tmp_path / "detached")
     evidence = json.loads(raw)
-    assert evidence["format"] == "erasure-evidence/2"
+    assert evidence["format"] == "erasure-evidence/3"
     assert raw == rfc8785.dumps(evidence)
     assert evidence["table_history"], "the sample lake's tables record their history"
     db = Path(info["out_dir"]) / ".erasure" / "ledger.db"
