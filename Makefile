@@ -17,10 +17,14 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # poppler-utils (pdfsig, pdftotext, pdftoppm) read signed reports back; Debian's package
+# chromium: the dashboard tests drive Debian's browser headless (Playwright's Python package)
 system-deps:
 	@command -v pdfsig >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
 		(apt-get update -qq && apt-get install -y -qq poppler-utils) >/dev/null 2>&1; } || \
 		echo "note: install poppler-utils (pdfsig, pdftotext) to check reports"
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+		(apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1; } || \
+		echo "note: install chromium (Debian's package) for the dashboard tests"
 
 demo: $(STAMP) system-deps
 	DEMO_DIR=$(DEMO_DIR) DEMO_ROWS=$(DEMO_ROWS) $(BIN)/python -m sample_lake.demo

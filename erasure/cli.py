@@ -774,6 +774,26 @@ def ledger_verify(as_json: bool = typer.Option(False, "--json")):
         raise typer.Exit(ExitCode.FAILED)
 
 
+@app.command()
+def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on"),
+          port: int = typer.Option(8080, help="Port")):
+    """Run the HTTP service: request API, OpenLineage endpoint, worker, dashboard
+    (docs/service.md). Stops on Ctrl-C or SIGTERM."""
+    import importlib.util
+
+    from .config import resolve_config_path
+    from .errors import ConfigError
+
+    if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
+        raise ConfigError("the service needs fastapi and uvicorn: pip install 'erasure[service]'")
+    import uvicorn
+
+    from .service.app import create_app
+
+    application = create_app(resolve_config_path(_state.get("config")))
+    uvicorn.run(application, host=host, port=port, log_level="info")
+
+
 # commands kept in their own modules, registered on `app` when they are imported
 from . import cli_governance, cli_keys  # noqa: E402,F401
 

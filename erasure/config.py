@@ -171,6 +171,61 @@ class PolicySection(BaseModel):
         return self
 
 
+ROLES = ("submitter", "approver", "operator", "auditor", "lineage")
+
+
+def _a_sha256(v: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{64}", v):
+        raise refuse("must be the hex SHA-256 of the bearer token (64 lowercase hex "
+                     "characters), never the token itself")
+    return v
+
+
+def _an_http_url(v: str) -> str:
+    if not re.match(r"https?://[^/\s]+", v):
+        raise refuse("must be an http:// or https:// URL")
+    return v
+
+
+class ServiceToken(BaseModel):
+    """`[[service.tokens]]`: one bearer token of the HTTP service, by its SHA-256; its
+    `name` is the actor recorded for everything done with it."""
+    model_config = SECTION
+    name: Text
+    sha256: Annotated[Text, AfterValidator(_a_sha256)]
+    roles: Annotated[list[one_of(*ROLES)], annotated_types.MinLen(1),  # type: ignore[valid-type]
+                     Must("a non-empty list of roles: " + ", ".join(ROLES))]
+
+
+class ServiceWebhook(BaseModel):
+    """`[[service.webhooks]]`: where status changes are POSTed, signed with `secret`."""
+    model_config = SECTION
+    url: Annotated[Text, AfterValidator(_an_http_url)]
+    secret: Text
+
+
+class ServiceSection(BaseModel):
+    """`[service]`: the HTTP service (`erasure serve`, erasure/service/)."""
+    model_config = SECTION
+    tokens: list[ServiceToken] = Field(default_factory=list)
+    webhooks: list[ServiceWebhook] = Field(default_factory=list)
+    worker_interval: Duration | None = None     # off by default: "60s" runs pending requests
+    max_body: Annotated[int, annotated_types.Ge(1024),
+                        Must("an integer of at least 1024 (bytes)")] = 1_048_576
+    # the login cookie's Secure flag: keep it on behind TLS (browsers also accept it on
+    # http://localhost and 127.0.0.1)
+    secure_cookie: Flag = True
+
+    @model_validator(mode="after")
+    def _unique_tokens(self) -> "ServiceSection":
+        for what, values in (("name", [t.name for t in self.tokens]),
+                             ("sha256", [t.sha256 for t in self.tokens])):
+            twice = sorted({v for v in values if values.count(v) > 1})
+            if twice:
+                raise refuse(f"[[service.tokens]] repeats the {what} {twice[0][:16]}")
+        return self
+
+
 class ApprovalsSection(BaseModel):
     """`[approvals]`: how many different actors (not the submitter) must approve a request's
     plan before `run` erases anything (0: none; 2: four eyes)."""
@@ -277,6 +332,7 @@ class CoreFile(BaseModel):
     signing: SigningSection = SigningSection()
     policy: PolicySection = PolicySection()
     approvals: ApprovalsSection = ApprovalsSection()
+    service: ServiceSection = ServiceSection()
 
     @model_validator(mode="after")
     def _a_root(self) -> "CoreFile":
@@ -367,6 +423,8 @@ class Config:
     policy: Any = field(default_factory=PolicySection)
     # `[approvals] required`: approvals by distinct actors a request needs before it runs
     approvals_required: int = 0
+    # `[service]` as validated: tokens (by SHA-256), webhooks, worker interval, limits
+    service: Any = field(default_factory=ServiceSection)
 
     def section(self, key: str) -> Any:
         return self.sections.get(key)
@@ -604,4 +662,5 @@ def _build(raw: dict, path: Path, base: Path) -> Config:
                   keys=f.keys,
                   policy=f.policy.model_copy(update={"rego": str(resolve_path(base, f.policy.rego))})
                   if f.policy.rego else f.policy,
-                  approvals_required=f.approvals.required)
+                  approvals_required=f.approvals.required,
+                  service=f.service)

@@ -20,9 +20,12 @@ if TYPE_CHECKING:       # annotations only: these load at first use, not at impo
 
 
 class Engine:
-    def __init__(self, config: Config, registry: ConnectorRegistry | None = None):
+    def __init__(self, config: Config, registry: ConnectorRegistry | None = None,
+                 actor: str | None = None):
+        """`actor`: who acts (a service token's name); default ERASURE_ACTOR or the OS user."""
         self.config = config
         self._registry = registry
+        self._actor = actor
 
     @classmethod
     def from_path(cls, path: Path) -> "Engine":
@@ -35,7 +38,8 @@ class Engine:
         from .actors import current_actor
         from .ledger import Ledger, chain_key
 
-        return Ledger(self.config.ledger_path, chain_key(self.keys), current_actor())
+        return Ledger(self.config.ledger_path, chain_key(self.keys),
+                      self._actor if self._actor is not None else current_actor())
 
     @cached_property
     def keys(self) -> SubjectKeys:
