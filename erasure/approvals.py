@@ -95,3 +95,115 @@ def check_months(months: int) -> int:
         raise InputError(f"--months must be 1 or {MAX_EXTENSION_MONTHS} (Art. 12(3) allows "
                          "at most two further months)")
     return months
+
+
+# ---- the actions (the CLI's `request approve|reject|extend` and the service's endpoints) ----
+def guard_texts(values: list[str], **texts: str | None) -> None:
+    """Texts stored and printed in plain text must not name the subject (InputError)."""
+    from .subject import has_token
+
+    for label, text in texts.items():
+        if not text:
+            continue
+        folded = text.casefold()
+        for v in values:
+            if has_token(folded, v.casefold()):
+                raise InputError(f"--{label} contains the subject id; it is stored and printed "
+                                 "in plain text, so it must not name the subject. Nothing was "
+                                 "recorded")
+
+
+def _request_values(eng: Any, rid: str) -> list[str]:
+    """The values of a request's subject (to keep them out of texts we record)."""
+    from .execution import subject_text
+    from .identity import Subject
+
+    return Subject.parse(subject_text(eng, rid)).values()
+
+
+def _open_state(eng: Any, rid: str, what: str) -> Any:
+    from .requests import load_state
+
+    st = load_state(eng.ledger, rid)
+    if st.closed:
+        raise InputError(f"request {rid} is {st.status}; there is nothing to {what}")
+    return st
+
+
+def plan_for_approval(eng: Any, st: Any) -> Any:
+    """The request's plan as `run` would make it now (a dry run; nothing recorded)."""
+    from .execution import subject_text
+    from .planning import plan_erasures
+
+    text = subject_text(eng, st.request_id)
+    return plan_erasures(eng.config, eng.graph(), eng.registry, [(st.subject_hmac, text)],
+                         hmac_of=eng.keys.subject_hmac, governance=eng.governance([st]))[0]
+
+
+def approve(eng: Any, request_id: str) -> dict[str, Any]:
+    """Approve the request's plan as the engine's actor (see the module's docstring):
+    InputError when approvals are not configured, the request is closed, or the actor
+    submitted it. Approving the same plan twice records nothing more."""
+    required = eng.config.approvals_required
+    if not required:
+        raise InputError("approvals are not configured ([approvals] required = 0): requests "
+                         "run without them; nothing was recorded")
+    actor = eng.ledger.actor
+    with eng.ledger.exclusive():
+        st = _open_state(eng, request_id, "approve")
+        if actor == st.submitted_by:
+            raise InputError(f"{actor} submitted {request_id} and cannot approve it (four "
+                             "eyes: another actor must); nothing was recorded")
+        plan = plan_for_approval(eng, st)
+        view = plan_view(plan.to_json())
+        digest = view_digest(view)
+        earlier = max(st.approvals, key=lambda a: a["seq"], default=None)
+        diff = (view_diff(earlier["view"] or {}, view)
+                if earlier and earlier["plan_digest"] != digest else [])
+        already = actor in st.approvers(digest)
+        if not already:
+            body = {"plan_digest": digest, "view": view}
+            e = eng.ledger.append(request_id, "request.approved", body)
+            st.apply("request.approved", body, e.seq, e.ts)
+    return {"request_id": request_id, "approved_by": actor, "plan_digest": digest,
+            "already_approved": already, "approvals": len(st.approvers(digest)),
+            "required": required, "approvers": st.approvers(digest),
+            "changed_since_earlier_approval": diff, "plan": view,
+            "status": st.effective_status(required, eng.holds())}
+
+
+def reject(eng: Any, request_id: str, reason: str) -> dict[str, Any]:
+    """Close the request unerased (InputError once it has started erasing)."""
+    if not reason.strip():
+        raise InputError("--reason must say why the request is rejected")
+    with eng.ledger.exclusive():
+        st = _open_state(eng, request_id, "reject")
+        if any(k[1] == "erase" for k in st.steps):
+            raise InputError(f"request {request_id} has started erasing; it cannot be "
+                             "rejected now (run it to the end)")
+        guard_texts(_request_values(eng, request_id), reason=reason)
+        eng.ledger.append(request_id, "request.rejected", {"reason": reason})
+    return {"request_id": request_id, "status": "rejected"}
+
+
+def extend(eng: Any, request_id: str, reason: str, months: int = MAX_EXTENSION_MONTHS
+           ) -> dict[str, Any]:
+    """Move the deadline by `months` (1 or 2), once, before it passes (Art. 12(3))."""
+    from datetime import timezone
+
+    check_months(months)
+    if not reason.strip():
+        raise InputError("--reason must say why the deadline is extended")
+    with eng.ledger.exclusive():
+        st = _open_state(eng, request_id, "extend")
+        if st.extensions:
+            raise InputError(f"request {request_id} was extended already "
+                             f"({st.extensions[0]['at']}); Art. 12(3) allows it once")
+        if datetime.now(timezone.utc) > datetime.fromisoformat(st.deadline):
+            raise InputError(f"request {request_id}'s deadline {st.deadline} has passed; an "
+                             "extension must be decided (and the person told) before it")
+        guard_texts(_request_values(eng, request_id), reason=reason)
+        body = {"deadline_before": st.deadline, "deadline": add_months(st.deadline, months),
+                "months": months, "reason": reason}
+        eng.ledger.append(request_id, "request.extended", body)
+    return body

@@ -176,14 +176,11 @@ IDENTITY_HELP = ("TYPE=VALUE: an identity of a declared [[identities]] type or o
 
 
 def _subject(eng, subject_id: Optional[str], identities: Optional[List[str]]):
-    """The request's Subject from --subject-id and --identity (erasure/identity.py)."""
-    from .identity import build_subject, split_pair
+    """The request's Subject from --subject-id and --identity (erasure/intake.py)."""
+    from .identity import split_pair
+    from .intake import subject_of
 
-    pairs = [split_pair(x) for x in identities or []]
-    return build_subject(subject_id, pairs, eng.config.identities,
-                         [r.identity for r in eng.config.roots]
-                         + [x for e in eng.config.enrich for x in (e.from_identity,
-                                                                   e.to_identity)])
+    return subject_of(eng, subject_id, [split_pair(x) for x in identities or []])
 
 
 @app.command()
@@ -215,82 +212,6 @@ def plan(subject_id: Optional[str] = typer.Option(None, "--subject-id",
 
 
 # ---- requests ---------------------------------------------------------------------
-def _check_subjects_fit_roots(eng, ids, guard=None) -> int:
-    """Refuse ids that cannot match a root's key column (wrong type) before recording, and
-    (with `guard`, a requests.TextGuard) ids that --reason or --requested-by name. `ids`:
-    (where, id) pairs, `where` naming the source in messages ("--subject-id", "subjects
-    file f line 7"), consumed as a stream. Returns how many ids there were."""
-    from .errors import InputError, SubjectKeyTypeError, UnknownDatasetError
-    from .identity import Subject
-    from .subject import coerce_subject_id
-
-    types = []
-    for root in eng.config.roots:
-        conn = eng.registry.for_dataset(root.namespace, root.name)
-        if conn is None:
-            raise UnknownDatasetError(f"root dataset {root.namespace}:{root.name} was not found "
-                                      "or no connector handles it")
-        typ = conn.key_type(root.namespace, root.name, root.column)
-        if typ is None:
-            raise UnknownDatasetError(f"root dataset {root.name} has no column {root.column!r}")
-        types.append((typ, root.identity, f"{root.column} of {root.name}"))
-    n = 0
-    batch: list[tuple[str, str]] = []
-
-    def enrich_check() -> None:
-        """An ambiguous lookup (more than an [[enrich]] entry's max_values) is exit 4 before
-        anything is recorded; the lookups run per batch of subjects."""
-        if eng.config.enrich and batch:
-            from .enrich import enrich_subjects
-
-            try:
-                enrich_subjects(eng.config, eng.registry,
-                                [(eng.keys.subject_hmac(t), t) for _, t in batch])
-            except InputError as exc:
-                raise InputError(f"{batch[0][0] if len(batch) == 1 else 'a subject'}: "
-                                 f"{exc}") from None
-        batch.clear()
-
-    for where, s in ids:
-        n += 1
-        if eng.config.enrich:
-            batch.append((where, s))
-            if len(batch) >= 1000:
-                enrich_check()
-        subject = Subject.parse(s)
-        if guard is not None:
-            for v in subject.values():
-                guard.check(v, f"{where}: ")
-        hm = eng.keys.subject_hmac(s)
-        for kind, v in subject.identities:
-            roots = [(typ, column) for typ, ident, column in types if ident == kind]
-            if not roots and any(e.from_identity == kind for e in eng.config.enrich):
-                continue     # looked up ([[enrich]]): what it gives is checked when planned
-            if not roots:
-                raise InputError(f"{where}: no [[roots]] entry holds {kind} identities, so "
-                                 f"nothing could be erased by one; nothing was recorded")
-            for typ, column in roots:
-                try:
-                    coerce_subject_id(v, typ, hm, column)
-                except SubjectKeyTypeError as exc:
-                    raise SubjectKeyTypeError(f"{where}: {exc}") from None
-        if subject.subject_id is not None and not subject.identities:
-            # an untyped id goes to every root whose key type can hold it; the others are
-            # not applicable (the plan lists them). None at all is bad input.
-            problems = []
-            for typ, _, column in types:
-                try:
-                    coerce_subject_id(subject.subject_id, typ, hm, column)
-                    break
-                except SubjectKeyTypeError as exc:
-                    problems.append(str(exc))
-            else:
-                raise SubjectKeyTypeError(f"{where}: no root's key column can hold it: "
-                                          + "; ".join(problems))
-    enrich_check()
-    return n
-
-
 def _print_submitted(chunks, as_json: bool) -> int:
     """Print request ids as each chunk is committed (flushed per chunk), so a killed submit
     has printed only ids that are recorded. With --json the document is complete once the
@@ -336,11 +257,13 @@ def request_submit(subject_id: Optional[str] = typer.Option(None, "--subject-id"
     given = subject_id is not None or bool(identity)
     if given == (subjects_file is not None):
         raise InputError("give --subject-id and/or --identity, or --subjects-file")
+    from .intake import check_subjects_fit_roots
+
     guard = TextGuard(requested_by, reason)
     if subjects_file is None:
         eng = _engine()
         text = _subject(eng, subject_id, identity).text()
-        _check_subjects_fit_roots(eng, [("--subject-id" if not identity else "--identity",
+        check_subjects_fit_roots(eng, [("--subject-id" if not identity else "--identity",
                                          text)], guard)
         rid, old = submit_one(eng.ledger, eng.keys, text, requested_by, reason)
         _emit({"request_id": rid, "existing": old}, as_json,
@@ -366,7 +289,7 @@ def request_submit(subject_id: Optional[str] = typer.Option(None, "--subject-id"
             yield i, s
 
     # pass 1: every line, every rule, typed against the roots; nothing recorded yet
-    n = _check_subjects_fit_roots(eng, ((f"subjects file {subjects_file} line {i}", s)
+    n = check_subjects_fit_roots(eng, ((f"subjects file {subjects_file} line {i}", s)
                                         for i, s in subjects()), guard)
     if not n:
         raise InputError(f"subjects file {subjects_file} holds no ids")
@@ -670,27 +593,10 @@ def report(request_id: str = typer.Argument(...),
            output: Path = typer.Option(..., "--output", "-o", help="Where to write the PDF"),
            as_json: bool = typer.Option(False, "--json")):
     """Write a signed proof-of-erasure PDF. Refuses if the ledger does not verify."""
-    import tempfile
-
-    from .evidence import build_evidence, evidence_bytes, signed_checkpoint
-    from .report.keys import fingerprint, signing_files
-    from .report.pdf import render
-    from .report.sign import sign_report
+    from .report import write_report
 
     eng = _engine()
-    files = signing_files(eng.config).require()
-    # refuses a ledger that does not verify: an entry whose keyed hash does not match (edited
-    # or forged), a missing entry, a chain that does not reach its head anchor (truncated)
-    evidence = build_evidence(eng.ledger, request_id)
-    with tempfile.TemporaryDirectory() as tmp:
-        unsigned = Path(tmp) / "unsigned.pdf"
-        render(evidence, fingerprint(files.root), unsigned)
-        sign_report(unsigned, evidence_bytes(evidence), files, output)
-    # the report's state, signed into the ledger too (the chain was verified just above)
-    signed_checkpoint(eng.ledger, files, evidence["ledger_checkpoint"])
-    out = {"report": str(output), "request_id": request_id,
-           "ledger_checkpoint": evidence["ledger_checkpoint"],
-           "root_fingerprint_sha256": fingerprint(files.root)}
+    out = write_report(eng, request_id, output)
     _emit(out, as_json, lambda o: typer.echo(
         f"signed report {o['report']} (ledger checkpoint {o['ledger_checkpoint']['entries']} "
         f"entries)"))
@@ -786,12 +692,9 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on"),
 
     if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
         raise ConfigError("the service needs fastapi and uvicorn: pip install 'erasure[service]'")
-    import uvicorn
+    from .service.app import serve as serve_app
 
-    from .service.app import create_app
-
-    application = create_app(resolve_config_path(_state.get("config")))
-    uvicorn.run(application, host=host, port=port, log_level="info")
+    serve_app(resolve_config_path(_state.get("config")), host, port)
 
 
 # commands kept in their own modules, registered on `app` when they are imported

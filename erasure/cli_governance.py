@@ -4,7 +4,6 @@ erasure/cli.py; heavy modules load inside the commands."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import List, Optional
 
 import typer
@@ -24,30 +23,6 @@ def _known_types(eng) -> list[str]:
                   | {x for e in cfg.enrich for x in (e.from_identity, e.to_identity)})
 
 
-def _guard_texts(values: list[str], **texts: Optional[str]) -> None:
-    """Texts stored and printed in plain text must not name the subject."""
-    from .errors import InputError
-    from .subject import has_token
-
-    for label, text in texts.items():
-        if not text:
-            continue
-        folded = text.casefold()
-        for v in values:
-            if has_token(folded, v.casefold()):
-                raise InputError(f"--{label} contains the subject id; it is stored and printed "
-                                 "in plain text, so it must not name the subject. Nothing was "
-                                 "recorded")
-
-
-def _request_subject(eng, rid: str) -> list[str]:
-    """The values of a request's subject (to keep them out of texts we record)."""
-    from .execution import subject_text
-    from .identity import Subject
-
-    return Subject.parse(subject_text(eng, rid)).values()
-
-
 # ---- holds --------------------------------------------------------------------------
 @hold_app.command("add")
 def hold_add(subject_id: Optional[str] = typer.Option(None, "--subject-id"),
@@ -61,11 +36,12 @@ def hold_add(subject_id: Optional[str] = typer.Option(None, "--subject-id"),
              as_json: bool = typer.Option(False, "--json")):
     """Place a legal hold on a person's data (stored as HMACs). Their requests wait in
     on_hold for the held datasets; sweeps do not re-erase them."""
+    from .approvals import guard_texts
     from .holds import add_hold, hold_hmacs, parse_until
 
     eng = _engine()
     subject = _subject(eng, subject_id, identity)
-    _guard_texts(subject.values(), reason=reason, scope=scope)
+    guard_texts(subject.values(), reason=reason, scope=scope)
     day = parse_until(until)
     hmacs = hold_hmacs(subject, _known_types(eng), eng.keys.subject_hmac)
     hold_id = add_hold(eng.ledger, hmacs, reason, day, scope)
@@ -102,62 +78,16 @@ def hold_release(hold_id: str = typer.Argument(...),
 
 
 # ---- approval, rejection, extension --------------------------------------------------
-def _open_state(eng, rid: str, what: str):
-    from .errors import InputError
-    from .requests import load_state
-
-    st = load_state(eng.ledger, rid)
-    if st.closed:
-        raise InputError(f"request {rid} is {st.status}; there is nothing to {what}")
-    return st
-
-
-def plan_for_approval(eng, st):
-    """The request's plan as `run` would make it now (a dry run; nothing recorded)."""
-    from .execution import subject_text
-    from .planning import plan_erasures
-
-    text = subject_text(eng, st.request_id)
-    return plan_erasures(eng.config, eng.graph(), eng.registry, [(st.subject_hmac, text)],
-                         hmac_of=eng.keys.subject_hmac, governance=eng.governance([st]))[0]
-
-
 @request_app.command("approve")
 def request_approve(request_id: str = typer.Argument(...),
                     as_json: bool = typer.Option(False, "--json")):
     """Approve a request's plan, as ERASURE_ACTOR (or the OS user). The plan is made now and
     shown; `run` erases only once `[approvals] required` actors approved the plan it makes.
     The submitter cannot approve their own request."""
-    from .approvals import plan_view, view_diff, view_digest
-    from .errors import InputError
+    from .approvals import approve
 
     eng = _engine()
-    required = eng.config.approvals_required
-    if not required:
-        raise InputError("approvals are not configured ([approvals] required = 0): requests "
-                         "run without them; nothing was recorded")
-    actor = eng.ledger.actor
-    with eng.ledger.exclusive():
-        st = _open_state(eng, request_id, "approve")
-        if actor == st.submitted_by:
-            raise InputError(f"{actor} submitted {request_id} and cannot approve it (four "
-                             "eyes: another actor must); nothing was recorded")
-        plan = plan_for_approval(eng, st)
-        view = plan_view(plan.to_json())
-        digest = view_digest(view)
-        earlier = max(st.approvals, key=lambda a: a["seq"], default=None)
-        diff = (view_diff(earlier["view"] or {}, view)
-                if earlier and earlier["plan_digest"] != digest else [])
-        already = actor in st.approvers(digest)
-        if not already:
-            body = {"plan_digest": digest, "view": view}
-            e = eng.ledger.append(request_id, "request.approved", body)
-            st.apply("request.approved", body, e.seq, e.ts)
-    out = {"request_id": request_id, "approved_by": actor, "plan_digest": digest,
-           "already_approved": already, "approvals": len(st.approvers(digest)),
-           "required": required, "approvers": st.approvers(digest),
-           "changed_since_earlier_approval": diff, "plan": view,
-           "status": st.effective_status(required, eng.holds())}
+    out = approve(eng, request_id)
 
     def human(o):
         typer.echo(f"{o['request_id']}: approved by {o['approved_by']} "
@@ -186,18 +116,10 @@ def request_reject(request_id: str = typer.Argument(...),
                    as_json: bool = typer.Option(False, "--json")):
     """Reject a request (e.g. the identity could not be confirmed, or Art. 17(3) applies to
     all of it). A rejected request is never run. One that has started erasing cannot be."""
-    from .errors import InputError
+    from .approvals import reject
 
     eng = _engine()
-    if not reason.strip():
-        raise InputError("--reason must say why the request is rejected")
-    with eng.ledger.exclusive():
-        st = _open_state(eng, request_id, "reject")
-        if any(k[1] == "erase" for k in st.steps):
-            raise InputError(f"request {request_id} has started erasing; it cannot be "
-                             "rejected now (run it to the end)")
-        _guard_texts(_request_subject(eng, request_id), reason=reason)
-        eng.ledger.append(request_id, "request.rejected", {"reason": reason})
+    reject(eng, request_id, reason)
     _emit({"request_id": request_id, "status": "rejected"}, as_json,
           lambda o: typer.echo(f"{o['request_id']}: rejected"))
 
@@ -209,26 +131,10 @@ def request_extend(request_id: str = typer.Argument(...),
                    months: int = typer.Option(2, "--months", help="1 or 2"),
                    as_json: bool = typer.Option(False, "--json")):
     """Extend a request's deadline by up to two months, once, before it passes (Art. 12(3))."""
-    from .approvals import add_months, check_months
-    from .errors import InputError
+    from .approvals import extend
 
     eng = _engine()
-    check_months(months)
-    if not reason.strip():
-        raise InputError("--reason must say why the deadline is extended")
-    with eng.ledger.exclusive():
-        st = _open_state(eng, request_id, "extend")
-        if st.extensions:
-            raise InputError(f"request {request_id} was extended already "
-                             f"({st.extensions[0]['at']}); Art. 12(3) allows it once")
-        now = datetime.now(timezone.utc)
-        if now > datetime.fromisoformat(st.deadline):
-            raise InputError(f"request {request_id}'s deadline {st.deadline} has passed; an "
-                             "extension must be decided (and the person told) before it")
-        _guard_texts(_request_subject(eng, request_id), reason=reason)
-        body = {"deadline_before": st.deadline, "deadline": add_months(st.deadline, months),
-                "months": months, "reason": reason}
-        eng.ledger.append(request_id, "request.extended", body)
+    body = extend(eng, request_id, reason, months)
     _emit({"request_id": request_id, "deadline": body["deadline"],
            "deadline_before": body["deadline_before"]}, as_json,
           lambda o: typer.echo(f"{o['request_id']}: deadline {o['deadline_before']} -> "
@@ -245,6 +151,8 @@ def policy_test(subject_id: Optional[str] = typer.Option(None, "--subject-id"),
                 as_json: bool = typer.Option(False, "--json")):
     """Print the policy's decision for every dataset the subject's data reaches, without
     counting rows or planning anything else. Changes nothing."""
+    from datetime import datetime, timezone
+
     from .errors import ConfigError
     from .governance import Governance, RequestFacts, reached_datasets
     from .holds import request_hmacs

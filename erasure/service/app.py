@@ -81,6 +81,13 @@ def create_app(config_path: Path) -> Any:
     return app
 
 
+def serve(config_path: Path, host: str, port: int) -> None:
+    """Serve the app with uvicorn until Ctrl-C or SIGTERM."""
+    import uvicorn
+
+    uvicorn.run(create_app(config_path), host=host, port=port, log_level="info")
+
+
 def engine_for(request: Any, actor: str | None) -> Any:
     """An Engine for one HTTP request, acting as `actor` (close it when done)."""
     from ..engine import Engine
