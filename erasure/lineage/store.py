@@ -6,7 +6,8 @@ the same or another file) counts once.
 
 A file holding any malformed event is refused as a whole in strict mode (nothing from it is
 applied); in lenient mode only the malformed events are skipped. Either way every rejected
-event is reported with its file and line.
+event is reported with its file and line. One event posted to the service (POST
+/api/v1/lineage) goes through `ingest_event`: the same validation (strict), the same key.
 
 An event's key is the SHA-256 of its RFC 8785 canonical JSON (`erasure.canonical`). A store
 written before (keys over Python's sorted `json.dumps`) is re-keyed once when opened, so the
@@ -23,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..canonical import SCHEME, NotCanonicalJSON, canonical_bytes
-from .events import LineageEvent, Rejected, parse_file
+from ..errors import MalformedEventError
+from .events import LineageEvent, Rejected, parse_file, validate_event
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER,
@@ -134,6 +136,29 @@ class LineageStore:
                 self.db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
                                 (key, st.st_size, st.st_mtime_ns, digest, len(events)))
         return rep
+
+    def ingest_event(self, obj: object) -> tuple[str, bool]:
+        """Validate one event (parsed JSON) as `ingest` validates each event of a file, in
+        strict mode, and store it under the same content key: (key, new). Idempotent: an
+        event stored before (from a file or here) is not stored again. MalformedEventError
+        saying what is wrong, and nothing stored, for a bad event."""
+        ev = validate_event(obj, lenient=False)
+        try:
+            h, body = event_key(ev.to_json())
+        except NotCanonicalJSON as exc:      # e.g. a lone surrogate in a name
+            raise MalformedEventError(f"event has no canonical JSON: {exc}") from None
+        with self.db:
+            cur = self.db.execute("INSERT OR IGNORE INTO events VALUES (?, ?)", (h, body))
+        return h, cur.rowcount == 1
+
+    def ingest_text(self, text: str) -> tuple[str, bool]:
+        """`ingest_event` of one event's JSON text (an OpenLineage HTTP transport's body)."""
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise MalformedEventError(f"invalid JSON: {exc.msg} at line {exc.lineno} column "
+                                      f"{exc.colno}") from None
+        return self.ingest_event(obj)
 
     def events(self) -> list[LineageEvent]:
         return [LineageEvent.from_json(json.loads(b))
