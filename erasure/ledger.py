@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .canonical import SCHEME as CANONICAL_SCHEME
 from .canonical import canonical_bytes, canonical_text, legacy_canonical_v2
@@ -572,6 +572,31 @@ class Ledger:
             n += self._db.execute("DELETE FROM sealed_subjects WHERE request_id IN "
                                   f"({','.join('?' * len(part))})", part).rowcount
         return n
+
+    def idempotent(self, key_sha256: str, body_mac: str,
+                   make: Callable[[], tuple[int, dict[str, Any]]]
+                   ) -> tuple[bool, str, int, dict[str, Any]]:
+        """An HTTP `Idempotency-Key` (the service's POST /v1/requests): the first call with
+        `key_sha256` runs `make()` -> (status, response with "request_id") and keeps that
+        response under the key, in the same transaction as what `make` appends (all or
+        none); a later call with the key returns it without calling `make`. Returns
+        (replayed, the body MAC stored with the key, status, response): the caller compares
+        the MACs (the same key with another body is an error). Kept in the table
+        `idempotency_keys`, not in the hash chain; only the key's SHA-256 and a keyed MAC
+        of the body are stored, never the key or the body."""
+        with self.transaction():
+            self._db.execute("CREATE TABLE IF NOT EXISTS idempotency_keys (key_sha256 TEXT "
+                             "PRIMARY KEY, request_id TEXT NOT NULL, body_mac TEXT NOT NULL, "
+                             "status INTEGER NOT NULL, response TEXT NOT NULL, at TEXT NOT NULL)")
+            row = self.db.execute("SELECT body_mac, status, response FROM idempotency_keys "
+                                  "WHERE key_sha256 = ?", (key_sha256,)).fetchone()
+            if row is not None:
+                return True, row[0], row[1], json.loads(row[2])
+            status, response = make()
+            self.db.execute("INSERT INTO idempotency_keys VALUES (?, ?, ?, ?, ?, ?)",
+                            (key_sha256, response["request_id"], body_mac, status,
+                             canonical(response), now_iso()))
+            return False, body_mac, status, response
 
     def sealed_subject(self, request_id: str) -> bytes:
         row = self._db.execute("SELECT sealed FROM sealed_subjects WHERE request_id = ?",
