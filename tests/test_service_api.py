@@ -259,7 +259,12 @@ def test_lineage_submit_run_report_over_http(lake, service, capsys):
         r = svc.call("POST", "/v1/requests", "portal", json=bad_body)
         assert r.status_code in (400, 422), (bad_body.keys(), r.status_code, r.text)
     _problem(svc.call("POST", "/v1/requests", "portal",
+                      content=b'{"subject_id": "\\ud800", "reason": "lone surrogate"}'), 422)
+    _problem(svc.call("POST", "/v1/requests", "portal",
                       content=iter([b" " * 8192] * (MAX_BODY // 8192 + 2))), 413)
+    # the token is checked before the body is read
+    _problem(svc.call("POST", "/v1/requests",
+                      content=iter([b" " * 8192] * (MAX_BODY // 8192 + 2))), 401)
     assert _entries(lake) == 0
 
     # ---- submit, with an Idempotency-Key ----

@@ -414,8 +414,6 @@ def list_requests(
     from ..requests import load_states
 
     with _errors(), _engine(request, caller) as eng:
-        if not eng.config.ledger_path.exists():
-            return {"requests": [], "total": 0, "offset": offset, "limit": limit}
         holds, required, now = eng.holds(), eng.config.approvals_required, _now()
         matching = []
         for st in load_states(eng.ledger, eng.ledger.request_ids()).values():
