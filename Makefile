@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_pending.py
 	$(BIN)/python bench/bench_cost_curve.py
 	$(BIN)/python bench/bench_spark.py
+	$(BIN)/python bench/bench_service.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -91,8 +91,8 @@ def tick(config: Any, status: WorkerStatus, stop: threading.Event | None = None)
     from ..requests import pending_request_ids
     from . import webhooks
 
-    if not config.ledger_path.exists():
-        return 0                    # no ledger yet: no request (and no key created here)
+    if getattr(config, "ledger_url", None) is None and not config.ledger_path.exists():
+        return 0                    # no SQLite ledger yet: no request (and no key created here)
     t0 = time.perf_counter()
     eng = Engine(config, actor=ACTOR)
     ran = 0
