@@ -357,3 +357,51 @@ def test_service_killed_mid_batch_finishes_the_work_on_the_next_start(lake, caps
     # one request.completed entry
     completed = [r for r, _, _ in _entries(ledger, ("request.completed",))]
     assert len(completed) == len(set(completed)) == 300
+
+
+def test_a_delivery_left_in_the_outbox_is_sent_again_after_a_restart(lake, capsys):
+    """A delivery still retrying when the service stops stays in the outbox and is sent,
+    with the same delivery id, body and signature, when the next start resumes it."""
+    from erasure.config import load_config
+    from erasure.service import webhooks
+
+    rx = Receiver(answers=[500, 500])
+    _add_service(lake.config, f"""
+[service]
+
+[[service.webhooks]]
+url = "http://user:pw@127.0.0.1:{rx.port}/hook?k=v"
+secret = "{SECRET}"
+""")
+    code, out = lake.cli_json(capsys, "request", "submit", "--subject-id", "7")
+    assert code == 0, lake.last_err
+    rid = out["request_id"]
+    config = load_config(lake.config)
+    ledger = lake.root / ".erasure" / "ledger.db"
+    try:
+        [did] = webhooks.status_changed(config, rid, "pending")
+        _wait("the first attempt", lambda: len(rx.posts("/hook")) >= 1, 15, 0.02)
+        left = webhooks.shutdown(0.0)          # the service stops while it waits to retry
+        assert left == 1
+        n = len(rx.posts("/hook"))
+        time.sleep(1.5)                        # stopped: no attempt while it is down
+        assert len(rx.posts("/hook")) == n
+        assert _entries(ledger, ("webhook.delivered", "webhook.failed")) == []
+        assert webhooks.resume(config) == 1    # the next start
+        got = _wait("the delivery recorded", lambda: _entries(
+            ledger, ("webhook.delivered", "webhook.failed")), 30, 0.1)
+    finally:
+        webhooks.shutdown(5.0)
+        rx.close()
+    [(r, kind, body)] = got
+    posts = rx.posts("/hook")
+    assert (r, kind) == (rid, "webhook.delivered")
+    assert body["delivery_id"] == did and body["attempts"] == len(posts) == 3
+    assert body["url"] == f"http://127.0.0.1:{rx.port}/hook"      # no user info, no query
+    assert b"user:pw" not in ledger.read_bytes() and b"k=v" not in ledger.read_bytes()
+    assert "changed_by" not in body and body["status"] == "pending"
+    assert [p["answer"] for p in posts] == [500, 500, 200]
+    assert len({p["body"] for p in posts}) == 1
+    assert len({p["headers"]["X-Erasure-Signature"] for p in posts}) == 1
+    assert json.loads(posts[0]["body"])["delivery_id"] == did
+    assert lake.cli("ledger", "verify")[0] == 0
