@@ -625,7 +625,7 @@ def verify_report_cmd(path: Path = typer.Argument(...),
     if named or resolve_config_path(None).is_file():
         eng = _engine()        # a configuration that was named, or found, must load (exit 3)
         root_pem = root or signing_files(eng.config).root
-        if eng.config.ledger_path.exists():
+        if eng.config.has_ledger():
             def rebuild(ev):
                 return build_evidence(eng.ledger, ev["request"]["request_id"],
                                       ev["ledger_checkpoint"]["entries"])

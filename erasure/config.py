@@ -123,9 +123,19 @@ EventPattern = Annotated[str, StringConstraints(min_length=1), Must("a non-empty
                          AfterValidator(_events_pattern_matches)]
 
 
+def _a_postgres_url(v: str) -> str:
+    if not re.match(r"postgres(ql)?://", v):
+        raise refuse('must be a PostgreSQL URL ("postgresql://user@host:5432/db"); leave it '
+                     "out for the SQLite ledger at path")
+    return v
+
+
 class LedgerSection(BaseModel):
+    """`[ledger]`: the SQLite file `path` (the default), or a PostgreSQL database `url` for
+    service deployments where several processes share the ledger (erasure/ledger_pg.py)."""
     model_config = SECTION
     path: PathText = ".erasure/ledger.db"
+    url: Annotated[Text, AfterValidator(_a_postgres_url)] | None = None
 
 
 class KeysSection(BaseModel):
@@ -425,6 +435,13 @@ class Config:
     approvals_required: int = 0
     # `[service]` as validated: tokens (by SHA-256), webhooks, worker interval, limits
     service: Any = field(default_factory=ServiceSection)
+    # `[ledger] url`: a PostgreSQL ledger instead of the SQLite file at ledger_path
+    ledger_url: str | None = None
+
+    def has_ledger(self) -> bool:
+        """Whether a ledger may exist already: a PostgreSQL ledger is looked for in its
+        database; a SQLite ledger exists once its file does (and is not created here)."""
+        return self.ledger_url is not None or self.ledger_path.exists()
 
     def section(self, key: str) -> Any:
         return self.sections.get(key)
@@ -663,4 +680,5 @@ def _build(raw: dict, path: Path, base: Path) -> Config:
                   policy=f.policy.model_copy(update={"rego": str(resolve_path(base, f.policy.rego))})
                   if f.policy.rego else f.policy,
                   approvals_required=f.approvals.required,
-                  service=f.service)
+                  service=f.service,
+                  ledger_url=f.ledger.url)

@@ -39,7 +39,8 @@ class Engine:
         from .ledger import Ledger, chain_key
 
         return Ledger(self.config.ledger_path, chain_key(self.keys),
-                      self._actor if self._actor is not None else current_actor())
+                      self._actor if self._actor is not None else current_actor(),
+                      url=self.config.ledger_url)
 
     @cached_property
     def keys(self) -> SubjectKeys:
@@ -50,7 +51,7 @@ class Engine:
         from .ledger import count_entries
         from .subject import load_keys
 
-        has_entries = count_entries(self.config.ledger_path) > 0
+        has_entries = count_entries(self.config.ledger_path, self.config.ledger_url) > 0
         # `[keys] provider`: "file" (SubjectKeys) or "vault" (erasure/vault.py, VaultKeys)
         return load_keys(self.config, create=not has_entries)
 
@@ -72,7 +73,8 @@ class Engine:
         """Every legal hold, as the ledger records them now (erasure/holds.py)."""
         from .holds import HoldBook
 
-        if "ledger" not in self.__dict__ and not self.config.ledger_path.exists():
+        if "ledger" not in self.__dict__ and self.config.ledger_url is None \
+                and not self.config.ledger_path.exists():
             return HoldBook()        # no ledger yet, so no hold (a dry run creates none)
         return HoldBook.load(self.ledger)
 

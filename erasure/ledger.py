@@ -106,9 +106,14 @@ def chain_key(keys) -> bytes:
     return keys._derive(CHAIN_LABEL)
 
 
-def count_entries(path: Path) -> int:
+def count_entries(path: Path, url: str | None = None) -> int:
     """How many entries the ledger file holds, read with plain SQLite (no key, no schema
-    changes, the file is not created): 0 when there is no ledger yet."""
+    changes, the file is not created): 0 when there is no ledger yet. With `url`, the
+    PostgreSQL ledger's (erasure/ledger_pg.py)."""
+    if url is not None:
+        from .ledger_pg import count_entries as count_pg
+
+        return count_pg(url)
     if not path.exists():
         return 0
     db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=30)
@@ -241,37 +246,67 @@ def _grouped(rows: Iterator[tuple]) -> Iterator[list[Entry]]:
 
 
 class Ledger:
-    def __init__(self, path: Path, key: bytes | None = None, actor: str | None = None):
+    def __init__(self, path: Path, key: bytes | None = None, actor: str | None = None,
+                 url: str | None = None):
         """`key`: the chain key (`chain_key(subject_keys)`). Without it the ledger can be
         read, but not appended to or verified. `actor`: who appends (erasure/actors.py);
-        every entry's body records it as "actor" (a body that names its own keeps it)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        every entry's body records it as "actor" (a body that names its own keeps it).
+        `url`: a PostgreSQL ledger (`[ledger] url`, erasure/ledger_pg.py) instead of the
+        SQLite file `path`."""
+        self.url = url
+        if url is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.anchor_path = path.with_name(path.name + ".head")
         self._key = key
         self._mac = ChainMac(key) if key is not None else None
         # who acts: recorded as "actor" in the body of every entry appended (erasure/actors.py)
         self.actor: str | None = actor
-        self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        self._db: Any
+        if url is not None:
+            from .ledger_pg import PgConnection, redact_url
+
+            self._db = PgConnection(url)
+            self.where = redact_url(url)      # how messages name the ledger
+        else:
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
+            self.where = str(path)
         self._in_tx = False
         self._tx_head: tuple[int, str] | None = None
         self._tx_format3: bool | None = None    # whether format 3 is recorded (per transaction)
         # entries appended in the open transaction, hashed in order, not yet inserted
         self._pending: list[tuple[int, str, str | None, str, str, str, str]] = []
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
+            if url is None:
+                self._db.execute("PRAGMA journal_mode=WAL")
             new = self._check_format()
-            self._db.executescript(SCHEMA)
+            if url is None:
+                self._db.executescript(SCHEMA)
+            else:
+                from .ledger_pg import SCHEMA as PG_SCHEMA
+
+                self._db.executescript(PG_SCHEMA)
             if new:
-                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?), ('chain', ?), "
-                                "('canonical', ?), (?, '1')",
-                                (FORMAT, CHAIN_SCHEME, CANONICAL_SCHEME, FORMAT3_FROM))
+                self._db.execute("INSERT INTO meta VALUES ('format', ?), ('chain', ?), "
+                                 "('canonical', ?), (?, '1') ON CONFLICT (key) DO NOTHING",
+                                 (FORMAT, CHAIN_SCHEME, CANONICAL_SCHEME, FORMAT3_FROM))
+                if key is not None and self.read_anchor() == (None, None):
+                    # a new ledger is anchored at its (empty) head at once: a process that
+                    # appends while another's first commit has not yet written its anchor
+                    # finds an anchor one transaction behind (which verifies), not none
+                    # (which would mean entries were removed)
+                    self._write_anchor(0, GENESIS)
         except BaseException:
             self._db.close()
             raise
 
     @property
-    def db(self) -> sqlite3.Connection:
+    def _anchor_name(self) -> str:
+        return (f"(the head_anchor row of {self.where})" if self.url is not None
+                else str(self.anchor_path))
+
+    @property
+    def db(self) -> Any:
         """The ledger's SQLite connection. Entries appended in the open transaction are
         inserted first, so whoever reads through it sees them (the same transaction)."""
         if self._pending:
@@ -300,7 +335,8 @@ class Ledger:
     def _check_format(self) -> bool:
         """Refuse a ledger this version cannot verify (before changing anything in it).
         True for a new ledger, whose scheme is still to be recorded."""
-        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = (self._db.tables() if self.url is not None else
+                  {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")})
         meta = (dict(self.db.execute("SELECT key, value FROM meta").fetchall())
                 if "meta" in tables else {})
         has_entries = ("entries" in tables
@@ -308,7 +344,7 @@ class Ledger:
         if not meta:
             if has_entries:
                 raise ErasureFailed(
-                    f"the ledger does not verify: {self.path} records no chain scheme, so it "
+                    f"the ledger does not verify: {self.where} records no chain scheme, so it "
                     "was written with the old unkeyed SHA-256 chain, in which forged or removed "
                     "entries cannot be detected. Refusing it; keep it as an archive and start "
                     "a new ledger (docs/operators-guide.md)")
@@ -317,17 +353,17 @@ class Ledger:
                 or (meta.get("format") == "3" and (meta.get("canonical") != CANONICAL_SCHEME
                                                    or meta.get(FORMAT3_FROM) != "1")):
             raise ErasureFailed(
-                f"the ledger does not verify: {self.path} uses format {meta.get('format')!r}, chain "
+                f"the ledger does not verify: {self.where} uses format {meta.get('format')!r}, chain "
                 f"{meta.get('chain')!r}, canonical JSON {meta.get('canonical')!r}; this version "
                 f"reads formats {', '.join(FORMATS_READ)} ({CHAIN_SCHEME})")
         if FORMAT3_FROM in meta and not meta[FORMAT3_FROM].isdigit():
-            raise ErasureFailed(f"the ledger does not verify: {self.path} records "
+            raise ErasureFailed(f"the ledger does not verify: {self.where} records "
                                 f"{FORMAT3_FROM} = {meta[FORMAT3_FROM]!r}, not an entry number")
         return False
 
     def _require_key(self, what: str) -> bytes:
         if self._key is None:
-            raise ConfigError(f"cannot {what} the ledger {self.path} without its chain key "
+            raise ConfigError(f"cannot {what} the ledger {self.where} without its chain key "
                               "(derived from the subject key)")
         return self._key
 
@@ -347,7 +383,18 @@ class Ledger:
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         """One `run` at a time per ledger: a second one fails fast (exit 75) instead of
-        racing the first on the same tables."""
+        racing the first on the same tables. On PostgreSQL, a session advisory lock: one
+        run among every process sharing the ledger."""
+        if self.url is not None:
+            held = self._db.try_run_lock()
+            if held is None:
+                raise RetryableError("another `erasure run` (or the service's worker) holds "
+                                     "the ledger lock; try again when it finishes")
+            try:
+                yield
+            finally:
+                held.close()
+            return
         fd = os.open(str(self.path) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             try:
@@ -367,7 +414,10 @@ class Ledger:
             yield
             return
         t0 = time.perf_counter()
-        self._db.execute("BEGIN IMMEDIATE")
+        if self.url is not None:
+            self._db.begin_exclusive()    # appends from every process, one at a time
+        else:
+            self._db.execute("BEGIN IMMEDIATE")
         self._in_tx = True
         head = None
         try:
@@ -398,6 +448,9 @@ class Ledger:
         happens, so it means entries were removed."""
         data = canonical_text({"format": ANCHOR_FORMAT, "seq": seq, "hash": head,
                                "hmac": anchor_mac(self._require_key("anchor"), seq, head)})
+        if self.url is not None:          # a row of the database (erasure/ledger_pg.py)
+            self._db.write_anchor(data)
+            return
         fd, tmp = tempfile.mkstemp(prefix=self.anchor_path.name + ".", suffix=".tmp",
                                    dir=self.anchor_path.parent)
         try:
@@ -414,10 +467,16 @@ class Ledger:
     def read_anchor(self) -> tuple[dict[str, Any] | None, str | None]:
         """(anchor, problem): the anchor when it exists and its HMAC verifies."""
         key = self._require_key("verify")
-        try:
-            text = self.anchor_path.read_text()
-        except FileNotFoundError:
-            return None, None
+        if self.url is not None:
+            found = self._db.read_anchor()
+            if found is None:
+                return None, None
+            text = found
+        else:
+            try:
+                text = self.anchor_path.read_text()
+            except FileNotFoundError:
+                return None, None
         try:
             a = json.loads(text)
             seq, head, mac = a["seq"], a["hash"], a["hmac"]
@@ -425,9 +484,9 @@ class Ledger:
                     or not isinstance(head, str) or not isinstance(mac, str):
                 raise ValueError("unexpected fields")
         except (ValueError, KeyError, TypeError) as exc:
-            return None, f"the head anchor {self.anchor_path} is unreadable ({exc})"
+            return None, f"the head anchor {self._anchor_name} is unreadable ({exc})"
         if not hmac.compare_digest(mac, anchor_mac(key, seq, head)):
-            return None, (f"the head anchor {self.anchor_path} does not verify under this "
+            return None, (f"the head anchor {self._anchor_name} does not verify under this "
                           "subject key (edited, or the wrong key)")
         return a, None
 
@@ -522,7 +581,7 @@ class Ledger:
                 problem = (f"its last entry ({seq}) does not verify under this subject key "
                            "(a different key, or the entry was altered)")
             elif anchor is None:
-                problem = f"its head anchor {self.anchor_path} is missing"
+                problem = f"its head anchor {self._anchor_name} is missing"
         if problem is None and anchor is not None:
             n = row[0] if row else 0
             at = self.db.execute("SELECT hash FROM entries WHERE seq = ?",
@@ -543,7 +602,8 @@ class Ledger:
     def seal_plan_subject(self, request_id: str, sealed: bytes) -> None:
         """The subject a request's latest plan was made for (derived identities included):
         replaced when the request is planned again."""
-        self._db.execute("INSERT OR REPLACE INTO sealed_subjects VALUES (?, ?)",
+        self._db.execute("INSERT INTO sealed_subjects VALUES (?, ?) ON CONFLICT (request_id) "
+                         "DO UPDATE SET sealed = excluded.sealed",
                         (request_id + "#plan", sealed))
 
     def sealed_plan_subject(self, request_id: str) -> bytes | None:
@@ -675,7 +735,7 @@ class Ledger:
             prev = h
         if anchor is None:
             if n:
-                return False, n, (f"the head anchor {self.anchor_path} is missing: the ledger "
+                return False, n, (f"the head anchor {self._anchor_name} is missing: the ledger "
                                   f"has {n} entries and nothing shows none were removed from "
                                   "its end")
             return True, 0, None

@@ -34,7 +34,7 @@ CLOSED = FINISHED + ("rejected",)
 # request's status, as `fold` reads them (a plan opens it again, a completion or failure
 # closes it); NULL while it is pending.
 _LAST_STATUS_SQL = """
-       (SELECT e.kind || ' ' || ifnull(json_extract(e.body, '$.status'), '')
+       (SELECT e.kind || ' ' || coalesce(json_extract(e.body, '$.status'), '')
           FROM entries e
          WHERE e.request_id = s.request_id
            AND e.kind IN ('plan.recorded', 'request.completed', 'request.failed',
@@ -44,7 +44,8 @@ _LAST_STATUS_SQL = """
 _OPEN_SQL = f"""
 SELECT s.seq, s.request_id, json_extract(s.body, '$.subject_hmac'), {_LAST_STATUS_SQL}
   FROM entries s
- WHERE s.kind = 'request.submitted' AND s.seq > ? AND json_extract(s.body, '$.reason') IS ?
+ WHERE s.kind = 'request.submitted' AND s.seq > ?
+   AND json_extract(s.body, '$.reason') IS NOT DISTINCT FROM ?
 """
 # Oldest day of receipt first; within a day, by request id (see `pending_request_ids`).
 _ALL_SQL = f"""
@@ -142,7 +143,7 @@ class _OpenRequests:
 
 
 def db_max_seq(ledger: Ledger) -> int:
-    return ledger.db.execute("SELECT ifnull(max(seq), 0) FROM entries").fetchone()[0]
+    return ledger.db.execute("SELECT coalesce(max(seq), 0) FROM entries").fetchone()[0]
 
 
 def submit_many(ledger: Ledger, keys: SubjectKeys, subject_ids: Iterable[str],
@@ -479,17 +480,18 @@ class Finished:
 _FINISHED_SQL = """
 SELECT request_id, kind,
        CASE kind
-         WHEN 'request.submitted' THEN json_array(
-             json_extract(body, '$.subject_hmac'), json_extract(body, '$.reason'),
-             json_extract(body, '$.received_at'),
-             json(ifnull(json_extract(body, '$.identities'), '[]')))
+         WHEN 'request.submitted' THEN json_extract(body, '$.subject_hmac')
          WHEN 'request.completed' THEN json_extract(body, '$.status')
          WHEN 'request.failed' THEN NULL
-         WHEN 'plan.recorded' THEN json_array(
-             json(json_extract(body, '$.plan.targets')),
-             json(ifnull(json_extract(body, '$.plan.identities'), '[]')))
+         WHEN 'plan.recorded' THEN json_extract(body, '$.plan.targets')
          ELSE body
-       END
+       END,
+       CASE kind
+         WHEN 'request.submitted' THEN json_extract(body, '$.identities')
+         WHEN 'plan.recorded' THEN json_extract(body, '$.plan.identities')
+       END,
+       CASE kind WHEN 'request.submitted' THEN json_extract(body, '$.reason') END,
+       CASE kind WHEN 'request.submitted' THEN json_extract(body, '$.received_at') END
   FROM entries
  WHERE request_id IS NOT NULL
    AND (kind IN ('request.submitted', 'plan.recorded', 'request.completed', 'request.failed')
@@ -514,20 +516,18 @@ def finished(ledger: Ledger) -> list[Finished]:
     status: dict[str, str] = {}
     planned: dict[str, frozenset[str]] = {}
     erase: dict[str, dict[str, tuple[str, str, Any]]] = {}   # request -> target -> step
-    for rid, kind, v in ledger.db.execute(_FINISHED_SQL):
+    for rid, kind, v, ids, reason, received in ledger.db.execute(_FINISHED_SQL):
         if kind == "request.submitted":
-            hm, reason, received, ids = json.loads(v)
-            subject[rid] = hm
+            subject[rid] = v
             facts[rid] = (reason, received)
-            idents[rid] = ids
+            idents[rid] = json.loads(ids) if ids else []
             status[rid] = "pending"
         elif kind == "plan.recorded":
             status[rid] = "running"
-            targets, ids = json.loads(v)
             planned[rid] = frozenset(intern.setdefault(k, k)
-                                     for k in map(target_key, targets))
+                                     for k in map(target_key, json.loads(v)))
             if ids:
-                idents[rid] = _merged(idents.get(rid, []), ids)
+                idents[rid] = _merged(idents.get(rid, []), json.loads(ids))
             erase.pop(rid, None)
         elif kind == "request.completed":
             status[rid] = v

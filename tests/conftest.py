@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -49,6 +51,35 @@ def lake(tmp_path, monkeypatch) -> Lake:
     monkeypatch.delenv("ERASURE_CONFIG", raising=False)
     info = generate(tmp_path / "lake", rows=2000, seed=11, feast=False, mlflow=False)
     return Lake(Path(info["out_dir"]), Path(info["config"]), info["tables"], Path(info["events"]))
+
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"     # the machine's server (trust auth)
+
+
+@contextmanager
+def postgres_ledger(lake: Lake) -> Iterator[str]:
+    """Move `lake`'s ledger to a fresh schema of the machine's PostgreSQL (`[ledger] url`,
+    erasure/ledger_pg.py), dropped afterwards; yields the URL."""
+    import uuid
+
+    import psycopg2
+
+    schema = "erasure_" + uuid.uuid4().hex[:12]
+    admin = psycopg2.connect(POSTGRES)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE SCHEMA "{schema}"')
+    url = f"{POSTGRES}?options=-csearch_path%3D{schema}"
+    text = lake.config.read_text()
+    assert '[ledger]\npath = ".erasure/ledger.db"' in text
+    lake.config.write_text(text.replace('[ledger]\npath = ".erasure/ledger.db"',
+                                        f'[ledger]\nurl = "{url}"'))
+    try:
+        yield url
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.close()
 
 
 def read_table(path: str):

@@ -192,7 +192,7 @@ WRONG = {
     "unknown-array-of-tables": ({"roots": R, "dataset": [{"namespace": "file"}]},
                                 "unknown table [[dataset]] (did you mean [[datasets]]?)"),
     "unknown-key-no-near-miss": ({"roots": R, "ledger": {"x": "y"}},
-                                 "[ledger] unknown key 'x' (known: path)"),
+                                 "[ledger] unknown key 'x' (known: path, url)"),
     "unknown-top-level-key": ({"roots": R, "zzz": 1}, "unknown key 'zzz' (known: [ledger], "),
     # two problems: the one first in the file is named
     "first-in-file-order": ({"ledger": {"path": ""}, "roots": R,

@@ -321,6 +321,38 @@ def test_anchor_is_written_once_per_transaction_and_a_crashed_write_still_verifi
         led.close()
 
 
+def test_a_second_writer_during_the_first_commit_of_a_new_ledger_is_not_refused(tmp_path,
+                                                                               monkeypatch):
+    """A new ledger is anchored at its empty head when it is created: a process that appends
+    after another's first commit, before that one wrote its anchor, finds the anchor one
+    transaction behind (which verifies) instead of none (which means entries were removed,
+    and was refused: 4 of 1,000 concurrent first submissions to the service failed so)."""
+    from erasure.ledger import GENESIS, Ledger, chain_key
+    from erasure.subject import SubjectKeys
+
+    monkeypatch.delenv("ERASURE_SUBJECT_KEY", raising=False)
+    keys = SubjectKeys.load(tmp_path / "subject.key")
+    first = Ledger(tmp_path / "l.db", chain_key(keys))
+    second = Ledger(tmp_path / "l.db", chain_key(keys))
+    anchor = tmp_path / "l.db.head"
+    try:
+        a = json.loads(anchor.read_text())
+        assert (a["seq"], a["hash"]) == (0, GENESIS)
+        monkeypatch.setattr(first, "_write_anchor", lambda seq, head: None)   # the window
+        first.append(None, "request.submitted", {"i": 1})
+        assert json.loads(anchor.read_text())["seq"] == 0
+        second.append(None, "request.submitted", {"i": 2})
+        assert json.loads(anchor.read_text())["seq"] == 2
+        assert second.verify_chain() == (True, 2, None)
+        # a ledger with entries and no anchor at all is still refused
+        anchor.unlink()
+        ok, _, problem = second.verify_chain()
+        assert not ok and "missing" in problem
+    finally:
+        first.close()
+        second.close()
+
+
 # ---- verify-report without a configuration, and a corrupted signature ---------------------
 def _cli_outside(args: list[str], capsys) -> tuple[int, str, str]:
     code = run_cli(args)

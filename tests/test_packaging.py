@@ -87,8 +87,9 @@ def test_every_import_of_the_engine_is_installed_by_the_core_or_its_connector_ex
     policy_code = [REPO / "erasure" / "policy.py"]
     vault_code = [REPO / "erasure" / "vault.py"]
     service_code = [f for f in code if f.is_relative_to(REPO / "erasure" / "service")]
+    postgres_code = [REPO / "erasure" / "ledger_pg.py"]
     core_code = [f for f in code if f not in feast_code + mlflow_code + sql_code + spark_code
-                 + policy_code + vault_code + service_code]
+                 + policy_code + vault_code + service_code + postgres_code]
     by_core = {canonicalize_name(d.metadata["Name"]) for d in _closure()}
     assert _unprovided(_imports(core_code), by_core) == set()
     assert _unprovided(_imports(feast_code), by_core | _expanded("feast")) == set()
@@ -100,6 +101,8 @@ def test_every_import_of_the_engine_is_installed_by_the_core_or_its_connector_ex
     assert "regopy" in _imports(policy_code) and "hvac" in _imports(vault_code)
     assert _unprovided(_imports(service_code), by_core | _expanded("service")) == set()
     assert "fastapi" in _imports(service_code)
+    assert _unprovided(_imports(postgres_code), by_core | _expanded("postgres")) == set()
+    assert "psycopg2" in _imports(postgres_code)
     assert "pyspark" in _imports(spark_code)
     assert {"feast", "yaml"} <= _imports(feast_code) and "mlflow" in _imports(mlflow_code)
     assert "sqlalchemy" in _imports(sql_code)
@@ -119,7 +122,7 @@ def test_extras_feast_mlflow_all_demo_test_exist_with_their_pins():
     assert _expanded("vault") == {"hvac", "requests"}
     assert _expanded("all") == (_expanded("feast") | _expanded("mlflow") | _expanded("sql")
                                 | _expanded("spark") | _expanded("policy") | _expanded("vault")
-                                | _expanded("service"))
+                                | _expanded("service") | _expanded("postgres"))
     assert "pysail" in _expanded("test")
     assert {"scikit-learn", "numpy", "openlineage-python"} | _expanded("all") <= _expanded("demo")
     assert {"psycopg2-binary", "pytest"} | _expanded("demo") <= _expanded("test")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import postgres_ledger
 
 from erasure.cli import run_cli
 from erasure.subject import has_token
@@ -77,6 +78,17 @@ def _configure(lake, extra: str = "") -> dict[str, str]:
     return tokens
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def lake(request, lake):
+    """Every flow twice: with the SQLite ledger, and with the ledger on the machine's
+    PostgreSQL (`[ledger] url`, issue 15 part 6)."""
+    if request.param == "sqlite":
+        yield lake
+        return
+    with postgres_ledger(lake):
+        yield lake
+
+
 @pytest.fixture
 def service(lake):
     made: list[Service] = []
@@ -112,7 +124,7 @@ def _entries(lake) -> int:
 
     eng = _ledger(lake)
     try:
-        return count_entries(eng.config.ledger_path)
+        return count_entries(eng.config.ledger_path, eng.config.ledger_url)
     finally:
         eng.close()
 

@@ -593,7 +593,7 @@ def index(request: Request) -> Response:
     now = datetime.now(timezone.utc)
     rows: list[dict[str, Any]] = []
     hidden = 0
-    if config.ledger_path.exists():    # no ledger yet: no request (and no key made here)
+    if config.has_ledger():    # no ledger yet: no request (and no key made here)
         try:
             with _Engine(request, who) as eng:
                 holds = eng.holds()
@@ -619,7 +619,7 @@ def request_page(request_id: str, request: Request) -> Response:
     if isinstance(who, Response):
         return who
     config = request.app.state.config
-    if not _REQUEST_ID.match(request_id) or not config.ledger_path.exists():
+    if not _REQUEST_ID.match(request_id) or not config.has_ledger():
         return _message(request, "Not found", "The ledger holds no such request.", 404, who)
     base = _base(request)
     try:
@@ -644,7 +644,7 @@ def report_pdf(request_id: str, request: Request) -> Response:
     if isinstance(who, Response):
         return who
     config = request.app.state.config
-    if not _REQUEST_ID.match(request_id) or not config.ledger_path.exists():
+    if not _REQUEST_ID.match(request_id) or not config.has_ledger():
         return _message(request, "Not found", "The ledger holds no such request.", 404, who)
     try:
         with _Engine(request, who) as eng:

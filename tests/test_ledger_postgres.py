@@ -1,0 +1,171 @@
+"""The ledger on PostgreSQL (`[ledger] url`), on the machine's real server (127.0.0.1:5432,
+database `test`), each test in a schema of its own: the same erasure, evidence, governance
+and tamper checks as on SQLite, and several processes sharing one ledger never run the same
+request twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typing import Iterator
+
+from conftest import Lake, postgres_ledger, read_table
+
+@pytest.fixture
+def pg_lake(lake: Lake, monkeypatch) -> Iterator[Lake]:
+    """The sample lake with its ledger in a fresh PostgreSQL schema (dropped afterwards)."""
+    with postgres_ledger(lake) as url:
+        lake.pg_url = url            # type: ignore[attr-defined]
+        monkeypatch.setenv("ERASURE_ACTOR", "ops")
+        yield lake
+
+
+def _rows(lake, sql: str, args=()):
+    import psycopg2
+
+    db = psycopg2.connect(lake.pg_url)
+    db.autocommit = True
+    try:
+        with db.cursor() as cur:
+            cur.execute(sql, args)
+            return cur.fetchall() if cur.description else []
+    finally:
+        db.close()
+
+
+def _ids(path: str, column: str) -> list:
+    return read_table(path).column(column).to_pylist()
+
+
+def test_an_erasure_with_its_report_runs_on_a_postgresql_ledger(pg_lake, capsys, tmp_path):
+    lake = pg_lake
+    raw = lake.tables["raw/reviews"]
+    others_before = sum(1 for k in _ids(raw, "user_id") if k not in (42, 43))
+    code, sub = lake.cli_json(capsys, "request", "submit", "--subject-id", "42")
+    assert code == 0 and not sub["existing"]
+    code, again = lake.cli_json(capsys, "request", "submit", "--subject-id", "42")
+    assert code == 0 and again == {"request_id": sub["request_id"], "existing": True}
+    assert lake.cli_json(capsys, "request", "submit", "--subject-id", "43")[0] == 0
+    code, res = lake.cli_json(capsys, "run", "--pending")
+    assert code == 0 and res["status"] == "completed", res
+    ids = _ids(raw, "user_id")
+    assert 42 not in ids and 43 not in ids
+    assert sum(1 for k in ids if k not in (42, 43)) == others_before
+    code, st = lake.cli_json(capsys, "status", sub["request_id"])
+    assert code == 0 and st["status"] == "completed"
+    assert st["governance"]["submitted_by"] == "ops" and st["governance"]["ran_by"] == "ops"
+    # nothing of the ledger went to a SQLite file
+    assert not (lake.root / ".erasure" / "ledger.db").exists()
+    assert not (lake.root / ".erasure" / "ledger.db.head").exists()
+    n = _rows(lake, "SELECT count(*) FROM entries")[0][0]
+    assert n > 10
+    assert _rows(lake, "SELECT anchor FROM head_anchor WHERE id = 1")
+    # the signed report, checked against the PostgreSQL ledger
+    assert lake.cli("keys", "init", capsys=capsys)[0] == 0
+    pdf = tmp_path / "proof.pdf"
+    assert lake.cli("report", sub["request_id"], "-o", str(pdf), capsys=capsys)[0] == 0
+    code, ver = lake.cli_json(capsys, "verify-report", str(pdf))
+    assert code == 0 and ver["ok"] and all(c["ok"] for c in ver["checks"]), ver
+    assert any(c["name"] == "evidence-matches-ledger" and not c.get("skipped")
+               for c in ver["checks"])
+    code, led = lake.cli_json(capsys, "ledger", "verify")
+    assert code == 0 and led["ok"] and led["entries"] == n + 1, led   # + the report's checkpoint
+    # a sweep reads the finished requests with the same SQL
+    code, sw = lake.cli_json(capsys, "sweep")
+    assert code == 0 and sw["status"] == "clean" and sw["requests_checked"] == 2, sw
+    # the subject id is nowhere in the database's text
+    bodies = " ".join(b for (b,) in _rows(lake, "SELECT body FROM entries"))
+    assert '"42"' not in bodies and ":42," not in bodies and ":42}" not in bodies
+
+
+def test_entries_cannot_be_changed_and_a_forged_one_is_caught(pg_lake, capsys):
+    import psycopg2
+
+    lake = pg_lake
+    code, sub = lake.cli_json(capsys, "request", "submit", "--subject-id", "42")
+    assert code == 0
+    for sql in ("UPDATE entries SET body = '{}' WHERE seq = 1", "DELETE FROM entries",
+                "UPDATE meta SET value = '2' WHERE key = 'format'"):
+        with pytest.raises(psycopg2.Error) as err:
+            _rows(lake, sql)
+        assert "append-only" in str(err.value)
+    assert lake.cli_json(capsys, "ledger", "verify")[0] == 0
+    # an entry appended without the key: the chain does not verify, and nothing more is
+    # appended on top of it
+    last = _rows(lake, "SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1")[0]
+    _rows(lake, "INSERT INTO entries VALUES (%s, %s, NULL, 'request.completed', %s, %s, %s)",
+          (last[0] + 1, "2026-11-29T00:00:00+00:00", json.dumps({"status": "completed"}),
+           last[1], "0" * 64))
+    code, led = lake.cli_json(capsys, "ledger", "verify")
+    assert code == 5 and not led["ok"] and f"entry {last[0] + 1}" in led["problem"], led
+    code, _ = lake.cli("run", sub["request_id"], capsys=capsys)
+    assert code == 5 and "does not verify" in lake.last_err
+
+
+def test_one_run_at_a_time_across_processes(pg_lake, capsys):
+    """The run lock is a PostgreSQL advisory lock: a second process gets exit 75 while the
+    first holds it; two processes started together never run a request twice."""
+    from erasure.engine import Engine
+
+    lake = pg_lake
+    ids = [str(i) for i in range(1, 41)]
+    subjects = lake.root / "subjects.txt"
+    subjects.write_text("\n".join(ids) + "\n")
+    assert lake.cli("request", "submit", "--subjects-file", str(subjects), capsys=capsys)[0] == 0
+    eng = Engine.from_path(lake.config)
+    try:
+        with eng.ledger.exclusive():
+            code, _ = lake.cli("run", "--pending", capsys=capsys)
+            assert code == 75 and "lock" in lake.last_err
+    finally:
+        eng.close()
+    env = {**os.environ, "ERASURE_ACTOR": "ops"}
+    cmd = [sys.executable, "-m", "erasure.cli", "--config", str(lake.config), "run",
+           "--pending", "--json"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                              cwd=Path(__file__).resolve().parents[1]) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]     # read the pipes while they run
+    codes = [p.returncode for p in procs]
+    assert sorted(codes) in ([0, 0], [0, 75]), [err for _, err in outs]
+    # whichever ran, every request completed exactly once
+    done = _rows(lake, "SELECT request_id, count(*) FROM entries WHERE kind = "
+                       "'request.completed' GROUP BY request_id")
+    assert len(done) == len(ids) and all(n == 1 for _, n in done), done
+    planned = _rows(lake, "SELECT request_id, count(*) FROM entries WHERE kind = "
+                          "'plan.recorded' GROUP BY request_id")
+    assert all(n == 1 for _, n in planned)
+    assert lake.cli_json(capsys, "ledger", "verify")[0] == 0
+    left = set(_ids(lake.tables["raw/reviews"], "user_id")) & {int(i) for i in ids}
+    assert not left
+
+
+def test_holds_and_four_eyes_on_a_postgresql_ledger(pg_lake, capsys, monkeypatch):
+    lake = pg_lake
+    lake.config.write_text(lake.config.read_text() + "\n[approvals]\nrequired = 2\n")
+    monkeypatch.setenv("ERASURE_ACTOR", "alice")
+    code, a = lake.cli_json(capsys, "request", "submit", "--subject-id", "42")
+    code, b = lake.cli_json(capsys, "request", "submit", "--subject-id", "43")
+    code, hold = lake.cli_json(capsys, "hold", "add", "--subject-id", "43", "--reason",
+                               "Case 2026-117")
+    assert code == 0 and hold["hold_id"].startswith("hold-")
+    assert lake.cli("request", "approve", a["request_id"], capsys=capsys)[0] == 4   # own
+    for who in ("bob", "carol"):
+        monkeypatch.setenv("ERASURE_ACTOR", who)
+        code, ok = lake.cli_json(capsys, "request", "approve", a["request_id"])
+        assert code == 0, lake.last_err
+    monkeypatch.setenv("ERASURE_ACTOR", "ops")
+    code, res = lake.cli_json(capsys, "run", "--pending")
+    assert code == 0 and res["status"] == "waiting"
+    by = {r["request_id"]: r["status"] for r in res["requests"]}
+    assert by == {a["request_id"]: "completed", b["request_id"]: "on_hold"}
+    code, st = lake.cli_json(capsys, "status", b["request_id"])
+    assert st["status"] == "on_hold"
+    code, st = lake.cli_json(capsys, "status", a["request_id"])
+    assert st["governance"]["approved_by"] == ["bob", "carol"]
+    ids = _ids(lake.tables["raw/reviews"], "user_id")
+    assert 42 not in ids and 43 in ids
