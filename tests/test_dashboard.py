@@ -30,7 +30,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Lake
+from conftest import Lake, postgres_ledger
 from test_governance import FINANCE_BASIS, catalog_tags, install_policy
 
 from erasure.cli import run_cli
@@ -48,9 +48,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    """The lake, its ledger with the two requests, the service on a free port, a browser."""
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def site(tmp_path_factory, request):
+    """The lake, its ledger with the two requests, the service on a free port, a browser;
+    once with the SQLite ledger, once with the ledger on the machine's PostgreSQL."""
     import uvicorn
     from playwright.sync_api import sync_playwright
 
@@ -66,6 +67,9 @@ def site(tmp_path_factory):
         info = generate(base_dir / "lake", rows=2000, seed=11, feast=False, mlflow=False)
         lake = Lake(Path(info["out_dir"]), Path(info["config"]), info["tables"],
                     Path(info["events"]))
+        stack = contextlib.ExitStack()
+        if request.param == "postgresql":
+            stack.enter_context(postgres_ledger(lake))
         tokens = {"auditor": secrets.token_urlsafe(24), "submitter": secrets.token_urlsafe(24)}
         lake.config.write_text(lake.config.read_text() + "\n[approvals]\nrequired = 1\n" + "".join(
             f'\n[[service.tokens]]\nname = "{name}"\n'
@@ -126,6 +130,7 @@ def site(tmp_path_factory):
             pw.stop()
             server.should_exit = True
             thread.join(10)
+            stack.close()
 
 
 def new_page(site):

@@ -169,3 +169,92 @@ def test_holds_and_four_eyes_on_a_postgresql_ledger(pg_lake, capsys, monkeypatch
     assert st["governance"]["approved_by"] == ["bob", "carol"]
     ids = _ids(lake.tables["raw/reviews"], "user_id")
     assert 42 not in ids and 43 in ids
+
+
+def test_two_services_on_one_postgresql_ledger_never_run_a_request_twice(pg_lake, capsys):
+    """Two `erasure serve` processes with workers share one PostgreSQL ledger; one is killed
+    mid-batch; the other finishes the work. Every request completes exactly once, the ledger
+    verifies, the subjects are gone and every other row is kept."""
+    import signal
+
+    from test_service_worker import (KEYS, _add_service, _free_port, _rows_of_others, _serve,
+                                     _subjects_left, _users, _wait)
+
+    lake = pg_lake
+    text = lake.config.read_text()
+    # a MERGE killed between writing and committing its files leaves orphans holding
+    # subjects; nobody else writes these tables, so they may be purged at once
+    lake.config.write_text(text.replace('[delta]\nresidue = "purge"\n',
+                                        '[delta]\nresidue = "purge"\norphan_grace = "0s"\n'))
+    _add_service(lake.config, '[service]\nworker_interval = "1s"\n')
+    import random
+
+    subjects = set(random.Random(21).sample(_users(lake), 150))
+    others_before = _rows_of_others(lake, subjects)
+    sf = lake.root / "subjects.txt"
+    sf.write_text("".join(f"{s}\n" for s in sorted(subjects)))
+    code, out = lake.cli_json(capsys, "request", "submit", "--subjects-file", str(sf))
+    assert code == 0, lake.last_err
+    rids = {r["request_id"] for r in out["requests"]}
+
+    def started() -> bool:
+        return bool(_rows(lake, "SELECT 1 FROM entries WHERE kind = 'step.started' LIMIT 1"))
+
+    def completed() -> set[str]:
+        return {r for (r,) in _rows(lake, "SELECT request_id FROM entries WHERE kind = "
+                                          "'request.completed'")}
+
+    logs = [lake.root / "serve-a.log", lake.root / "serve-b.log"]
+    procs = [_serve(lake.config, _free_port(), log) for log in logs]
+    try:
+        _wait("a worker's first step", lambda: started() or any(
+            p.poll() is not None for p in procs), 60, 0.02)
+        assert all(p.poll() is None for p in procs), [x.read_text()[-2000:] for x in logs]
+        # kill the process whose worker holds the run lock, mid-batch: the other must take
+        # the batch over (resume it) without running any request twice
+        holder = _lock_holder(lake, procs)
+        assert holder is not None, "no process holds the run lock while steps are recorded"
+        assert len(completed()) < len(rids), "the batch finished before the kill"
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(30)
+        other = next(p for p in procs if p is not holder)
+        _wait("every request completed", lambda: completed() == rids
+              or other.poll() is not None, 120, 0.2)
+        assert other.poll() is None, [x.read_text()[-2000:] for x in logs]
+        other.send_signal(signal.SIGTERM)
+        other.wait(60)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(30)
+    done = _rows(lake, "SELECT request_id, count(*) FROM entries WHERE kind = "
+                       "'request.completed' GROUP BY request_id")
+    assert {r for r, _ in done} == rids and all(n == 1 for _, n in done), done
+    code, st = lake.cli_json(capsys, "status")
+    assert {r["request_id"]: r["status"] for r in st["requests"]} == {r: "completed" for r in rids}
+    assert lake.cli_json(capsys, "ledger", "verify")[0] == 0
+    assert _subjects_left(lake, subjects) == {n: set() for n in KEYS}
+    assert _rows_of_others(lake, subjects) == others_before
+
+
+def _lock_holder(lake, procs):
+    """The process (of `procs`) whose PostgreSQL session holds the ledger's run lock: the
+    backend holding the advisory lock, matched to a process by its client port."""
+    import psutil
+
+    from erasure.ledger_pg import RUN_LOCK
+
+    rows = _rows(lake, "SELECT a.client_port FROM pg_locks l JOIN pg_stat_activity a "
+                       "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+                       "AND l.classid::bigint = %s AND l.objid::bigint = %s",
+                 (RUN_LOCK >> 32, RUN_LOCK & 0xFFFFFFFF))
+    ports = {r[0] for r in rows}
+    for p in procs:
+        try:
+            mine = {c.laddr.port for c in psutil.Process(p.pid).net_connections(kind="tcp")}
+        except psutil.Error:
+            continue
+        if mine & ports:
+            return p
+    return None

@@ -74,7 +74,10 @@ class LineageStore:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.db = sqlite3.connect(path)
+        # several service processes may write events at once: wait for each other's
+        # commits (WAL lets readers go on meanwhile) instead of failing after 5 s
+        self.db = sqlite3.connect(path, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
         self._rekey()
 

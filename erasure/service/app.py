@@ -7,6 +7,7 @@ caller. The OpenAPI document is at /openapi.json.
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -30,11 +31,21 @@ def create_app(config_path: Path) -> Any:
         from . import worker
 
         task = worker.start(app) if config.service.worker_interval else None
+        if task is None and config.service.webhooks:
+            from . import webhooks
+
+            # deliveries a killed process left in the outbox go out now, not only at the
+            # next status change (the worker resumes them itself when it runs)
+            await asyncio.to_thread(webhooks.resume, config)
         try:
             yield
         finally:
             if task is not None:
-                await worker.stop(app, task)
+                await worker.stop(app, task)        # also lets webhook deliveries finish
+            elif config.service.webhooks:
+                from . import webhooks
+
+                await asyncio.to_thread(webhooks.shutdown)
 
     app = FastAPI(title="erasure", version="1", lifespan=lifespan,
                   description="GDPR Article 17 erasure requests, lineage and proof.")
