@@ -43,6 +43,10 @@ SHRED_FINISHED = ("completed", "not_found", "rejected")
 SHREDDED_KIND = "subjects.shredded"
 
 
+SUBJECT_DOMAIN = b"erasure/vault-subject-hmac/v1\x00"
+DERIVE_DOMAIN = b"erasure/vault-derived-key/v1\x00"
+
+
 class ShreddedError(ErasureFailed):
     """A sealed subject id whose Transit day key was destroyed (`erasure shred`): it can
     never be opened again (an ErasureError; exit 5)."""
@@ -232,7 +236,10 @@ class VaultKeys(SubjectKeys):
         self.vault.call(f"creating Transit key {s.hmac_key}", t.create_key, s.hmac_key,
                         mount_point=s.mount)
 
-    # -- HMACs
+    # -- HMACs: one Transit key, two domains. A subject's HMAC and a derived key (the ledger's
+    # chain key, the idempotency MAC key) are HMACs of inputs that can never be equal: a
+    # subject id that spells a label ("erasure/ledger-chain/v1") must not give the chain key
+    # in its plan, status or API response.
     def subject_hmac(self, subject_id: str) -> str:
         if not self.transit_hmac:
             return super().subject_hmac(subject_id)
@@ -244,8 +251,8 @@ class VaultKeys(SubjectKeys):
         missing = list(dict.fromkeys(t for t in texts if t not in self._hmacs))
         for i in range(0, len(missing), _BATCH):
             part = missing[i:i + _BATCH]
-            for text, mac in zip(part, self._transit_hmacs([t.encode("utf-8") for t in part],
-                                                           hide=part)):
+            for text, mac in zip(part, self._transit_hmacs(
+                    [SUBJECT_DOMAIN + t.encode("utf-8") for t in part], hide=part)):
                 self._hmacs[text] = mac.hex()
         return [self._hmacs[t] for t in texts]
 
@@ -272,7 +279,7 @@ class VaultKeys(SubjectKeys):
             return super()._derive(label)
         key = self._derived.get(label)
         if key is None:
-            key = self._derived[label] = self._transit_hmacs([label])[0]
+            key = self._derived[label] = self._transit_hmacs([DERIVE_DOMAIN + label])[0]
         return key
 
     # -- sealing: envelope encryption under the day's Transit key

@@ -179,13 +179,26 @@ def test_transit_end_to_end(env, bao, tmp_path, capsys):
     outputs: list[str] = []
     rid, _ = _erase_and_report(lake, capsys, outputs)
     s = _section(lake)
-    # the subject's HMAC in the ledger is Transit's HMAC of the id (sha2-256, key version 1)
+    # the subject's HMAC in the ledger is Transit's HMAC of the id in the subject domain
+    # (sha2-256, key version 1)
+    from erasure.vault import DERIVE_DOMAIN, SUBJECT_DOMAIN, VaultKeys
+
     ((body,),) = _ledger_rows(lake, "SELECT body FROM entries WHERE kind = 'request.submitted'")
     got = json.loads(body)["subject_hmac"]
-    mac = bao.client.secrets.transit.generate_hmac(
-        s.hmac_key, base64.b64encode(SUBJECT.encode()).decode(), algorithm="sha2-256",
-        key_version=1)["data"]["hmac"]
-    assert got == base64.b64decode(mac.split(":", 2)[2]).hex() and len(got) == 64
+
+    def transit(data: bytes) -> str:
+        mac = bao.client.secrets.transit.generate_hmac(
+            s.hmac_key, base64.b64encode(data).decode(), algorithm="sha2-256",
+            key_version=1)["data"]["hmac"]
+        return base64.b64decode(mac.split(":", 2)[2]).hex()
+    assert got == transit(SUBJECT_DOMAIN + SUBJECT.encode()) and len(got) == 64
+    # a subject id that spells a key label does not give that key away: the chain key is
+    # the HMAC of the label in the other domain, never a subject's HMAC
+    from erasure.ledger import CHAIN_LABEL, chain_key
+
+    keys = VaultKeys.open(s, create=False)
+    assert chain_key(keys).hex() == transit(DERIVE_DOMAIN + CHAIN_LABEL)
+    assert keys.subject_hmac(CHAIN_LABEL.decode()) != chain_key(keys).hex()
     # sealed under today's Transit key, created not exportable and deletable
     blobs = dict(_ledger_rows(lake, "SELECT request_id, sealed FROM sealed_subjects"))
     assert set(blobs) == {rid, rid + "#plan"}
