@@ -151,7 +151,9 @@ def approve(eng: Any, request_id: str) -> dict[str, Any]:
     actor = eng.ledger.actor
     with eng.ledger.exclusive():
         st = _open_state(eng, request_id, "approve")
-        if actor == st.submitted_by:
+        from .requests import same_actor
+
+        if same_actor(actor) == same_actor(st.submitted_by):
             raise InputError(f"{actor} submitted {request_id} and cannot approve it (four "
                              "eyes: another actor must); nothing was recorded")
         plan = plan_for_approval(eng, st)
@@ -160,7 +162,7 @@ def approve(eng: Any, request_id: str) -> dict[str, Any]:
         earlier = max(st.approvals, key=lambda a: a["seq"], default=None)
         diff = (view_diff(earlier["view"] or {}, view)
                 if earlier and earlier["plan_digest"] != digest else [])
-        already = actor in st.approvers(digest)
+        already = same_actor(actor) in {same_actor(a) for a in st.approvers(digest)}
         if not already:
             body = {"plan_digest": digest, "view": view}
             e = eng.ledger.append(request_id, "request.approved", body)

@@ -116,9 +116,8 @@ class Runner:
                 self.waiting[rid] = Outcome(rid, "on_hold", notes=[
                     f"under legal hold {', '.join(held)}: nothing was planned or erased; "
                     "`erasure hold release` lets the next run finish it"])
-            elif required and self._needs_plan(st) and len({
-                    a["actor"] for a in st.approvals
-                    if a["actor"] and a["actor"] != st.submitted_by}) < required:
+            elif required and self._needs_plan(st) and \
+                    len(st.approvers_of_any_plan()) < required:
                 self.waiting[rid] = Outcome(rid, "awaiting_approval", notes=[
                     f"{len(st.approvers())} of {required} approvals: nothing was erased; "
                     "approve with `erasure request approve " + rid + "`"])
@@ -151,11 +150,26 @@ class Runner:
             f"{required} approvals of the current plan); approve it again:"] + diff)
         return False
 
-    @staticmethod
-    def _needs_plan(st: RequestState) -> bool:
-        """A request is planned when it has no plan, or when its last run left part of it
-        waiting for a hold or the policy (the next run asks again)."""
-        return st.plan is None or st.status in ("on_hold", "deferred")
+    def _needs_plan(self, st: RequestState) -> bool:
+        """A request is planned (again) when its recorded plan does not stand for what may
+        be erased now: it has none; its last run left part of it waiting for a hold or the
+        policy; `[approvals]` is required and that plan is not the one approved (approvals
+        configured after it was recorded, say); the policy changed since (another hash);
+        or a legal hold is on the subject now (its datasets must be left out). A request
+        resumed after a crash otherwise keeps its plan."""
+        if st.plan is None or st.status in ("on_hold", "deferred"):
+            return True
+        required = self.config.approvals_required
+        if required:
+            from .approvals import plan_view, view_digest
+
+            if len(st.approvers(view_digest(plan_view(st.plan.to_json())))) < required:
+                return True
+        gov = self.governance
+        policy = gov.policy if gov is not None else self.engine.policy
+        if (st.plan.policy or {}).get("hash") != (policy.hash if policy is not None else None):
+            return True
+        return gov is not None and bool(gov.holds_on(st.subject_hmac))
 
     # ---- planning ---------------------------------------------------------------
     def _plan(self, states: dict[str, RequestState], raw: dict[str, str], replan: bool) -> None:

@@ -86,10 +86,22 @@ class Governance:
         self.holds = holds
         self.facts = facts
         self._memo: dict[str, Decisions] = {}
+        # per subject, the identities enrichment derived (as a plan records them), when
+        # they were looked up for the holds (planning.governed)
+        self.derived: dict[str, list[dict[str, Any]]] = {}
 
     @property
     def active(self) -> bool:
         return self.policy is not None or bool(self.holds and self.holds.holds)
+
+    def learn(self, hm: str, hmacs: set[str]) -> None:
+        """More HMACs the subject `hm` is known by (identities enrichment derived): holds
+        on them hold the subject too, before anything is erased."""
+        f = self.facts.get(hm) or RequestFacts(None, "", (), frozenset({hm}))
+        if not hmacs <= f.hmacs:
+            self.facts[hm] = RequestFacts(f.reason, f.received, f.identity_types,
+                                          f.hmacs | frozenset(hmacs))
+            self._memo.clear()
 
     def holds_on(self, hm: str) -> list[Hold]:
         f = self.facts.get(hm)

@@ -451,12 +451,24 @@ def measure(config: Config, graph: LineageGraph, registry: ConnectorRegistry,
 
 
 def governed(config: Config, graph: LineageGraph, subjects: list[tuple[str, str]],
-             governance: Any) -> list[tuple[Any, list[tuple[str, str]]]]:
+             governance: Any, registry: ConnectorRegistry | None = None,
+             hmac_of: Callable[[str], str] | None = None
+             ) -> list[tuple[Any, list[tuple[str, str]]]]:
     """The subjects grouped by their governance decisions (erasure/governance.py), in the
     order of their first subject: [(Decisions or None, subjects)]. Without governance, one
-    group with no decisions."""
+    group with no decisions. With legal holds and `[[enrich]]`, the identities enrichment
+    derives are looked up first (with `registry` and `hmac_of`): a hold on a user id holds a
+    request by e-mail that the CRM maps to it, from its very first plan."""
     if governance is None or not governance.active:
         return [(None, subjects)]
+    if governance.holds and governance.holds.holds and config.enrich \
+            and registry is not None and hmac_of is not None:
+        from .enrich import enrich_subjects, records
+
+        for hm, e in enrich_subjects(config, registry, subjects).items():
+            derived = records(e, hmac_of)
+            governance.derived[hm] = derived
+            governance.learn(hm, {r["hmac"] for r in derived})
     groups: dict[str, tuple[Any, list[tuple[str, str]]]] = {}
     for hm, text in subjects:
         d = governance.decide(config, graph, hm)
@@ -530,14 +542,17 @@ def plan_erasures(config: Config, graph: LineageGraph, registry: ConnectorRegist
     same decisions are measured together."""
     with _gc_paused():
         plans: dict[str, Plan] = {}
-        for decisions, group in governed(config, graph, subjects, governance):
+        for decisions, group in governed(config, graph, subjects, governance, registry,
+                                         hmac_of):
             listing = (decisions.listing(governance.policy) if decisions is not None
                        else {})
             excluded = decisions.excluded() if decisions is not None else None
             if decisions is not None and decisions.held_everything:
                 now = datetime.now(timezone.utc).isoformat(timespec="seconds")
                 for hm, text in group:      # held for everything: nothing is even measured
-                    plans[hm] = Plan(hm, now, [], [], [], held=[{
+                    ids = (describe(Subject.parse(text), hmac_of)
+                           + governance.derived.get(hm, []) if hmac_of is not None else [])
+                    plans[hm] = Plan(hm, now, [], [], [], identities=ids, held=[{
                         "namespace": "*", "name": "*",
                         "hold_ids": decisions.held_everything}], subject_text=text)
                 continue

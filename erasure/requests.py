@@ -259,12 +259,18 @@ class RequestState:
         if digest is None:
             digest = self.current_digest()
         seen: list[str] = []
+        folded: set[str] = {same_actor(self.submitted_by)}
         for a in self.approvals:
             who = a.get("actor")
-            if a["plan_digest"] == digest and who and who != self.submitted_by \
-                    and who not in seen:
+            if a["plan_digest"] == digest and who and same_actor(who) not in folded:
+                folded.add(same_actor(who))
                 seen.append(who)
         return seen
+
+    def approvers_of_any_plan(self) -> set[str]:
+        """The distinct actors (not the submitter) who approved any plan of the request."""
+        return {same_actor(a["actor"]) for a in self.approvals
+                if a.get("actor")} - {same_actor(self.submitted_by)}
 
     def current_digest(self) -> str | None:
         """The digest of the plan approvals count for: the latest approved, or the one `run`
@@ -400,6 +406,12 @@ class RequestState:
                 "connectors": self.plan.connectors if self.plan else {},
                 "unresolved": self.plan.unresolved if self.plan else [],
                 "errors": self.errors, "ledger_entries": self.entries}
+
+
+def same_actor(name: str | None) -> str:
+    """An actor's name as four-eyes rules compare it: "Alice", "alice" and "ALICE " are one
+    person (a name's case and spaces are not a second pair of eyes)."""
+    return " ".join((name or "").split()).casefold()
 
 
 def _merged(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -103,7 +103,8 @@ def run_sweep(engine: Engine, fix: bool = False) -> SweepResult:
     graph = engine.graph()                     # re-reads the configured lineage events
     seen_targets: dict[str, dict] = {}
     order = {hm: n for n, hm in enumerate(raw)}
-    for decisions, group in governed(engine.config, graph, list(raw.items()), gov):
+    for decisions, group in governed(engine.config, graph, list(raw.items()), gov,
+                                     engine.registry, engine.keys.subject_hmac):
         # every erased key matched in one pass per dataset; only the hits are explained
         m = measure(engine.config, graph, engine.registry, group,
                     excluded=decisions.excluded() if decisions is not None else None)

@@ -19,7 +19,9 @@ from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 from conftest import read_table, rows_without
+from test_identities import crm  # noqa: F401  (the CRM lake: e-mail -> user id)
 from deltalake import DeltaTable, write_deltalake
 
 SUBJECT, OTHER = 42, 43
@@ -603,3 +605,99 @@ def test_every_ledger_entry_names_the_operator_who_caused_it(lake, capsys, monke
         assert (code, out) == (3, ""), args
         assert "ERASURE_ACTOR" in lake.last_err
     assert entries(lake) == recorded
+
+
+# ---- found in review: governance must hold on every path, not only the first plan -------
+def _fail_erasing_once(monkeypatch):
+    """The next run's erase steps fail (a connector error, as a lost disk would give); the
+    request keeps its recorded plan and is resumed by the following run."""
+    import erasure.execution as ex
+
+    real = ex.Runner._erase
+
+    def broken(self, conn, members):
+        raise RuntimeError("storage unavailable")
+    monkeypatch.setattr(ex.Runner, "_erase", broken)
+    return lambda: monkeypatch.setattr(ex.Runner, "_erase", real)
+
+
+def test_a_hold_placed_after_a_plan_was_recorded_is_honoured_when_the_run_resumes(
+        lake, capsys, monkeypatch):
+    acting_as(monkeypatch, "dpo")
+    rid = submit(lake, capsys, "--subject-id", str(SUBJECT))
+    restore = _fail_erasing_once(monkeypatch)
+    code, res = run(lake, capsys, rid)
+    assert by_request(res)[rid]["status"] == "failed"          # planned, nothing erased
+    restore()
+    kept = rows_of(lake, "clean/reviews")
+    assert kept > 0
+    acting_as(monkeypatch, "legal")
+    code, hold = lake.cli_json(capsys, "hold", "add", "--subject-id", str(SUBJECT),
+                               "--reason", "Case 2026-201", "--scope", "*clean/reviews")
+    assert code == 0
+    acting_as(monkeypatch, "dpo")
+    code, res = run(lake, capsys, "--pending")
+    assert by_request(res)[rid]["status"] == "on_hold", res
+    assert rows_of(lake, "clean/reviews") == kept                # the held dataset kept
+    assert rows_of(lake, "raw/reviews") == 0                     # the rest erased
+
+
+def test_approvals_required_after_a_plan_was_recorded_still_gate_the_run(lake, capsys,
+                                                                         monkeypatch):
+    acting_as(monkeypatch, "alice")
+    rid = submit(lake, capsys, "--subject-id", str(SUBJECT))
+    restore = _fail_erasing_once(monkeypatch)
+    acting_as(monkeypatch, "ops")
+    code, res = run(lake, capsys, rid)
+    assert by_request(res)[rid]["status"] == "failed"
+    restore()
+    before = rows_of(lake, "raw/reviews")
+    lake.config.write_text(lake.config.read_text() + "\n[approvals]\nrequired = 2\n")
+    code, res = run(lake, capsys, "--pending")
+    assert by_request(res)[rid]["status"] == "awaiting_approval", res
+    assert rows_of(lake, "raw/reviews") == before                # nothing erased
+    # one person under two spellings is not two pairs of eyes
+    for who in ("bob", "Bob "):
+        acting_as(monkeypatch, who)
+        assert lake.cli_json(capsys, "request", "approve", rid)[0] == 0
+    acting_as(monkeypatch, "ALICE")                               # the submitter, shouting
+    assert lake.cli("request", "approve", rid, capsys=capsys)[0] == 4
+    acting_as(monkeypatch, "ops")
+    code, res = run(lake, capsys, "--pending")
+    assert by_request(res)[rid]["status"] == "awaiting_approval", res
+    acting_as(monkeypatch, "carol")
+    assert lake.cli_json(capsys, "request", "approve", rid)[0] == 0
+    acting_as(monkeypatch, "ops")
+    code, res = run(lake, capsys, "--pending")
+    assert by_request(res)[rid]["status"] == "completed", res
+    assert rows_of(lake, "raw/reviews") == 0
+
+
+@pytest.fixture
+def crm_lake(request):
+    """test_identities' CRM lake (imported above, so pytest knows the fixture here)."""
+    return request.getfixturevalue("crm")
+
+
+def test_a_hold_on_a_user_id_holds_a_request_by_email_the_crm_maps_to_it(crm_lake, capsys):
+    """The hold names user 42; the request names an e-mail address that enrichment maps to
+    42 (and 43). Nothing is erased in the first run: the derived ids are looked up before
+    anything is decided."""
+    from test_identities import cli
+
+    tmp, cfg, crm_t, events, clean = crm_lake
+    code, hold, err = cli(cfg, capsys, "hold", "add", "--identity", "user_id=42", "--reason",
+                          "Case 2026-202")
+    assert code == 0, err
+    before = sorted(read_table(str(events)).column("uid").to_pylist())
+    _, sub, err = cli(cfg, capsys, "request", "submit", "--identity", "email=alice@example.com")
+    code, res, err = cli(cfg, capsys, "run", sub["request_id"])
+    assert code == 0 and res["requests"][0]["status"] == "on_hold", (res, err)
+    assert sorted(read_table(str(events)).column("uid").to_pylist()) == before
+    code, st, _ = cli(cfg, capsys, "status", sub["request_id"])
+    assert st["status"] == "on_hold"
+    code, _, _ = cli(cfg, capsys, "hold", "release", hold["hold_id"], "--reason", "closed")
+    code, res, err = cli(cfg, capsys, "run", "--pending")
+    assert res["requests"][0]["status"] == "completed", (res, err)
+    left = set(read_table(str(events)).column("uid").to_pylist())
+    assert not left & {42, 43} and {7, 8, 420} <= left
