@@ -10,7 +10,12 @@ The same tables, the same keyed hash chain and the same verification as on SQLit
   back as `bytes`, as from SQLite.
 - **SQL.** The few SQLite functions the engine's queries use are created in the ledger's
   schema with SQLite's meaning: `json_extract(text, '$.a.b')` (a string as its value, an
-  object or array as its JSON text, JSON null as NULL), `instr`. Everything else is written
+  object or array as its JSON text, JSON null as NULL), `instr`. PostgreSQL's JSON refuses
+  the escape `\u0000`, which a body may hold (a dataset name an OpenLineage event gave,
+  listed as unresolved in a plan): one such entry, kept for good, would break every later
+  query; so the function reads the body with that escape as U+FFFD (the entry, and its hash,
+  are untouched: only what this function extracts changes, and no status, HMAC or target
+  key holds a NUL). Everything else is written
   in SQL both understand (`coalesce`, `IS NOT DISTINCT FROM`, `ON CONFLICT`).
 - **Writers.** A transaction takes a transaction-scoped advisory lock first (`BEGIN
   IMMEDIATE` on SQLite): appends from all processes are serialised, so the chain stays exact.
@@ -77,9 +82,10 @@ END
 $d$;
 CREATE OR REPLACE FUNCTION json_extract(doc TEXT, path TEXT) RETURNS TEXT
 LANGUAGE sql IMMUTABLE AS $f$
-    SELECT CASE jsonb_typeof(v) WHEN 'string' THEN v #>> '{}' WHEN 'null' THEN NULL
+    SELECT CASE json_typeof(v) WHEN 'string' THEN v #>> '{}' WHEN 'null' THEN NULL
                 ELSE v::text END
-      FROM (SELECT (doc::jsonb) #> string_to_array(substr(path, 3), '.') AS v) s
+      FROM (SELECT (replace(doc, '\\u0000', '\\ufffd')::json)
+                   #> string_to_array(substr(path, 3), '.') AS v) s
 $f$;
 CREATE OR REPLACE FUNCTION instr(haystack TEXT, needle TEXT) RETURNS INTEGER
 LANGUAGE sql IMMUTABLE AS $f$ SELECT strpos(haystack, needle) $f$;

@@ -107,6 +107,37 @@ def test_entries_cannot_be_changed_and_a_forged_one_is_caught(pg_lake, capsys):
     assert code == 5 and "does not verify" in lake.last_err
 
 
+def test_a_nul_in_an_entry_body_breaks_no_query(pg_lake, capsys):
+    """jsonb refuses \\u0000. A lineage event may name a dataset with one; the plan lists
+    it as unresolved, so a plan.recorded body holds it for good (the ledger is append-only).
+    Pending, status, verify and sweep must still read the ledger."""
+    import uuid as _uuid
+
+    lake = pg_lake
+    first = json.loads(lake.events.read_text().splitlines()[0])
+    event = {**first, "eventType": "COMPLETE",
+             "run": {"facets": {}, "runId": str(_uuid.uuid4())},
+             "inputs": [{**first["inputs"][0], "facets": {}}],
+             "outputs": [{"namespace": "file", "name": "/nowhere/bad\u0000name", "facets": {}}]}
+    (lake.events.parent / "nul.jsonl").write_text(json.dumps(event) + "\n")
+    code, sub = lake.cli_json(capsys, "request", "submit", "--subject-id", "42")
+    assert code == 0
+    code, res = lake.cli_json(capsys, "run", sub["request_id"])
+    assert code == 6 and res["status"] == "incomplete", res     # the unresolved dataset
+    bodies = [b for (b,) in _rows(lake, "SELECT body FROM entries WHERE kind = 'plan.recorded'")]
+    assert any("\\u0000" in b for b in bodies)
+    assert lake.cli_json(capsys, "request", "submit", "--subject-id", "43")[0] == 0
+    code, res = lake.cli_json(capsys, "run", "--pending")      # reads every request's status
+    assert code == 6 and len(res["requests"]) == 1, res
+    code, out = lake.cli("status", "--json", capsys=capsys)
+    assert code == 0, lake.last_err
+    assert len(json.loads(out)["requests"]) == 2
+    code, out = lake.cli("sweep", "--json", capsys=capsys)
+    assert code == 0, lake.last_err
+    assert json.loads(out)["requests_checked"] == 2
+    assert lake.cli_json(capsys, "ledger", "verify")[0] == 0
+
+
 def test_one_run_at_a_time_across_processes(pg_lake, capsys):
     """The run lock is a PostgreSQL advisory lock: a second process gets exit 75 while the
     first holds it; two processes started together never run a request twice."""
