@@ -112,7 +112,10 @@ def build_subject(subject_id: str | None, pairs: Iterable[tuple[str, str]],
     out: set[tuple[str, str]] = set()
     for typ, value in pairs:
         if typ not in allowed:
-            raise InputError(f"{where}: unknown identity type {typ!r}; declared types and root "
+            # the type is named back only when it looks like a type name: a client that
+            # swapped type and value must not get the value echoed
+            named = f" {typ!r}" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}", typ) else ""
+            raise InputError(f"{where}: unknown identity type{named}; declared types and root "
                              f"identities are: {', '.join(sorted(allowed)) or 'none'}")
         spec = types.get(typ) or IdentityType(typ)
         if spec.normalize is None:

@@ -218,6 +218,18 @@ def test_a_wrong_token_and_a_submitters_token_cannot_sign_in(site):
         context.close()
 
 
+def test_a_chunked_sign_in_body_is_cut_off_at_its_limit(site):
+    """The sign-in form is read with a small limit however it is sent: a chunked body (no
+    Content-Length, so the app's check does not apply) of 20 MB is refused, not read."""
+    def chunks():
+        yield b"token="
+        for _ in range(20 * 64):
+            yield b"x" * 16384
+    r = httpx.post(site["url"] + "/login", content=chunks(),
+                   headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=30)
+    assert r.status_code == 413 and "too large" in r.text
+
+
 def test_the_login_cookie_is_httponly_samesite_strict_and_secure(site):
     r = httpx.post(site["url"] + "/login", data={"token": site["tokens"]["auditor"]},
                    follow_redirects=False)

@@ -107,13 +107,12 @@ def days_left_cell(deadline: str, now: datetime, closed: bool) -> str:
 def row_of(st: Any, approvals_required: int = 0, holds: Any = None) -> dict[str, Any]:
     """What the index shows of one RequestState (erasure/requests.py): no subject id, the
     HMAC's first digits only."""
-    from ..requests import FINISHED
 
     gov = st.governance_json(holds)
     return {"request_id": st.request_id, "subject": st.subject_hmac[:HMAC_SHOWN],
             "received_at": st.received_at, "deadline": st.deadline,
             "status": st.effective_status(approvals_required, holds),
-            "closed": st.closed, "finished": st.status in FINISHED,
+            "closed": st.closed, "finished": st.closed,    # a rejection has its report too
             "submitted_by": gov["submitted_by"], "approved_by": gov["approved_by"],
             "ran_by": gov["ran_by"], "approvals_required": approvals_required,
             "extended": bool(gov["extensions"])}
@@ -315,13 +314,12 @@ def request_body(st: Any, now: datetime, approvals_required: int = 0, holds: Any
     """One request's page content (RequestState `st`)."""
     from connectors.base import last_parts
 
-    from ..requests import FINISHED
 
     js = st.to_json()
     gov = st.governance_json(holds)
     status = st.effective_status(approvals_required, holds)
     rid = e(st.request_id)
-    finished = st.status in FINISHED
+    finished = st.closed          # finished, or rejected: the report says which
     report = (f'<a class="button" href="{base}/requests/{rid}/report.pdf" download>'
               'Download the signed report (PDF)</a>' if finished else
               '<span class="muted">The signed report can be downloaded once the request has '
@@ -638,7 +636,7 @@ def report_pdf(request_id: str, request: Request) -> Response:
     by the caller); 409 while the request has not finished."""
     from ..errors import ErasureError
     from ..report import write_report
-    from ..requests import FINISHED, load_state
+    from ..requests import load_state
 
     who = signed_in(request)
     if isinstance(who, Response):
@@ -649,11 +647,11 @@ def report_pdf(request_id: str, request: Request) -> Response:
     try:
         with _Engine(request, who) as eng:
             st = load_state(eng.ledger, request_id)
-            if st.status not in FINISHED:
+            if not st.closed:
                 return _message(request, "Not finished yet",
                                 f"The request is {st.effective_status(config.approvals_required, eng.holds()).replace('_', ' ')}; "
                                 "its report can be made once it has finished (completed, not "
-                                "found or incomplete).", 409, who)
+                                "found or incomplete) or was rejected.", 409, who)
             with tempfile.TemporaryDirectory(prefix="erasure-report-") as tmp:
                 out = Path(tmp) / "report.pdf"
                 write_report(eng, st.request_id, out)
@@ -689,6 +687,9 @@ def _cross_site(request: Request) -> bool:
     return site is not None and site not in ("same-origin", "none")
 
 
+LOGIN_BODY = 4096
+
+
 @router.post("/login")
 async def login(request: Request) -> Response:
     if _cross_site(request):
@@ -696,7 +697,15 @@ async def login(request: Request) -> Response:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/x-www-form-urlencoded":
         return _login_form(request, "The sign-in form was not sent as a form.", 415)
-    raw = await request.body()
+    # a sign-in form is a token: read at most LOGIN_BODY bytes, however the body is sent
+    # (the app checks Content-Length; a chunked body is counted here), before any token
+    parts, n = [], 0
+    async for chunk in request.stream():
+        n += len(chunk)
+        if n > LOGIN_BODY:
+            return _login_form(request, "The sign-in form is too large.", 413)
+        parts.append(chunk)
+    raw = b"".join(parts)
     try:
         fields = parse_qs(raw.decode("utf-8"), max_num_fields=10)
     except (UnicodeDecodeError, ValueError):
