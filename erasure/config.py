@@ -42,6 +42,8 @@ from .errors import ConfigError
 DEFAULT_CONFIG = "erasure.toml"
 ResidueMode = Literal["purge", "keep-history"]
 RESIDUE_MODES: tuple[str, ...] = typing.get_args(ResidueMode)
+# the residue modes whose targets get a purge step after the erase (`keep-history` has none)
+PURGE_MODES: tuple[str, ...] = ("purge", "rewrite-history")
 
 
 # ---- the vocabulary every section's model uses -------------------------------------------

@@ -17,6 +17,7 @@ from connectors.base import (EraseResult, ErasesInTransaction, ProvenanceAware,
                              ProvenanceContext, Purges,
                              TracesAttempts, Versioned, VerifiesItself, count_target)
 
+from .config import PURGE_MODES
 from .errors import ConnectorError, GuardTripped, InputError, RetryableError, translated
 from .planning import Target, _union, key_values, plan_erasures
 from .requests import RequestState, load_states
@@ -457,7 +458,7 @@ class Runner:
 
     def _purge(self, conn, members: list[Member]) -> None:
         t = members[0].target
-        if t.residue_after.get("mode") != "purge" or not isinstance(conn, Purges):
+        if t.residue_after.get("mode") not in PURGE_MODES or not isinstance(conn, Purges):
             return
         pending = [m for m in members
                    if (self.states[m.request_id].step(t.key, "purge") or {}).get("state") != "completed"]

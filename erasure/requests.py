@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator
 
+from .config import PURGE_MODES
 from .errors import InputError
 from .identity import MARK, Subject, describe
 from .ledger import Entry, Ledger
@@ -338,7 +339,7 @@ class RequestState:
         return out
 
     def _step_state(self, t, phase: str) -> str:
-        if phase == "purge" and t.residue_after.get("mode") != "purge":
+        if phase == "purge" and t.residue_after.get("mode") not in PURGE_MODES:
             return "not-applicable"
         step = self.step(t.key, phase) or {}
         if phase == "verify" and step.get("state") == "completed" and step.get("not_verified"):
