@@ -40,7 +40,7 @@ from pydantic_core import PydanticCustomError
 from .errors import ConfigError
 
 DEFAULT_CONFIG = "erasure.toml"
-ResidueMode = Literal["purge", "keep-history"]
+ResidueMode = Literal["purge", "keep-history", "rewrite-history"]
 RESIDUE_MODES: tuple[str, ...] = typing.get_args(ResidueMode)
 # the residue modes whose targets get a purge step after the erase (`keep-history` has none)
 PURGE_MODES: tuple[str, ...] = ("purge", "rewrite-history")

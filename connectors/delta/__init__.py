@@ -10,6 +10,10 @@ partition folders named by the key are deleted. No table setting is changed on t
 lost; the table history the audit needs is recorded in the ledger first.
 The `keep-history` mode stops after the logical delete and reports the residue that remains
 and the date the table's own retention settings would remove it.
+The `rewrite-history` mode (`rewrite.py`) removes the subject's rows from every file any
+retained version reads and rewrites the log to name the new files, so time travel stays for
+everyone else; a table it does not handle is left as keep-history leaves it, and the plan,
+verification and request say "not verified: rewrite-history cannot be applied: <why>".
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -28,7 +32,7 @@ from erasure.errors import (ConflictRetriesExhausted, ErasureError, ErasureFaile
 
 from ..base import (Capabilities, ConnectorPlugin, ConnectorRegistry, EraseResult, Presentation,
                     PurgeResult, TargetCount)
-from . import logclean
+from . import logclean, rewrite
 from .config import DeltaSettings
 from ..keymatch import array_of, arrow_table
 from ..objectstore import OBJECT_STORE_SCHEMES, Denied, ObjectPrefix, options_for
@@ -88,6 +92,9 @@ class DeltaConnector:
         # what this instance's folder scans read, so that later scans for the same keys
         # read only the files that are new or changed (residue.ScanMemo)
         self._memo = ScanMemo()
+        # rewrite-history: why a table cannot be rewritten, as its last count found (the
+        # key column matters: a partition key is refused), for `residue_after`
+        self._refusals: dict[str, list[str]] = {}
 
     def _hook(self, point: str, uri: str | None) -> None:
         if point in self.hooks:
@@ -314,8 +321,35 @@ class DeltaConnector:
             return None   # the log no longer reaches back to the run
         return max(at)
 
+    def rewrite_refusals(self, namespace: str, name: str, column: str | None = None) -> list[str]:
+        """Why `rewrite-history` cannot be applied to this table (empty: it can)."""
+        root = self.local_path(namespace, name)
+        return rewrite.unsupported(root, column)
+
     def residue_after(self, namespace: str, name: str, mode: str | None = None) -> dict[str, Any]:
+        configured = mode is None
         mode = mode or self.settings.residue
+        if mode == "rewrite-history":
+            uri = self.uri(namespace, name) or name
+            why = (self._refusals.get(uri) if uri in self._refusals
+                   else self.rewrite_refusals(namespace, name)) if configured else []
+            if not why:
+                return {"mode": "rewrite-history", "remains": [], "until": None,
+                        "note": ("every data and change-data file a retained version reads "
+                                 "that holds the subject is rewritten without the subject's "
+                                 "rows and the log rewritten to name the new file (sizes and "
+                                 "statistics recomputed, predicates naming the subject "
+                                 "redacted); each retained version is re-read and compared "
+                                 "with the dry run's row counts and hashes of everyone "
+                                 "else's rows; old files are then deleted. Versions, "
+                                 "timestamps and time travel stay")}
+            out = self.residue_after(namespace, name, "keep-history")
+            out["note"] = ("rewrite-history cannot be applied: " + "; ".join(why)
+                           + ". The table is left as keep-history leaves it (logical erase "
+                           "only) and the request ends incomplete (not verified) until an "
+                           "operator chooses purge or the table changes")
+            out["rewrite_refused"] = why
+            return out
         if mode == "purge":
             note = ("old data files vacuumed, change data removed, log checkpointed and older "
                     "commits deleted (no table setting is changed): time travel to earlier "
@@ -418,13 +452,27 @@ class DeltaConnector:
                 if v in residue:
                     residue[v] = sorted(f"{f} ({k})" for f, k in traces.items())
         not_verified = list(sc.not_verified) if sc is not None else []
+        details: dict[Any, dict[str, Any]] = {}
+        if sc is not None and self.settings.residue == "rewrite-history":
+            holding = [v for v in values if rows.get(v) or files.get(v) or residue.get(v)]
+            why = self.rewrite_refusals(namespace, name, column)
+            self._refusals[self.uri(namespace, name) or name] = why
+            if holding and why:
+                not_verified.append("rewrite-history cannot be applied: " + "; ".join(why))
+            elif holding:
+                # the dry run's proof: per version, the others' rows (count and hash)
+                root = self.local_path(namespace, name)
+                assert root is not None
+                per_version = rewrite.digests(root, column, values)
+                for v in holding:
+                    details[v] = {"rewrite_history_versions": per_version}
         if sc is None and self.local_path(namespace, name) is None:
             not_verified.append(
                 f"object store: objects under {self.uri(namespace, name)} were not listed, so "
                 "old data files, change data (_change_data/), deletion-vector files and "
                 "_delta_log entries were not checked for the subject")
         return TargetCount(rows=rows, files=files, version=dt.version(), residue=residue,
-                           not_verified=not_verified)
+                           details=details, not_verified=not_verified)
 
     def _rows_of_scan(self, dt, column: str, values: Sequence[Any],
                       sc: FolderScan) -> dict[Any, int]:
@@ -751,6 +799,8 @@ class DeltaConnector:
         a new run repeats the steps, each of which is safe to repeat)."""
         from deltalake import CommitProperties
 
+        if self.settings.residue == "rewrite-history":
+            return self._rewrite_history(namespace, name, column, values)
         uri = self.table_uri(namespace, name)
         root = self.local_path(namespace, name)
         res = PurgeResult() if root else StorePurgeResult(object_store=uri)
@@ -803,6 +853,56 @@ class DeltaConnector:
                                                                       res)
         res.version_after = self.open(namespace, name).version()
         return res
+
+    def _rewrite_history(self, namespace: str, name: str, column: str,
+                         values: Sequence[Any]) -> PurgeResult:
+        """`[delta] residue = "rewrite-history"` (rewrite.py): the subject's rows out of every
+        retained version; then the leftover rule of the purge for files no commit names."""
+        uri = self.table_uri(namespace, name)
+        root = self.local_path(namespace, name)
+        why = self.rewrite_refusals(namespace, name, column)
+        if root is None or why:
+            raise ErasureFailed(f"{namespace}:{name}: rewrite-history cannot be applied: "
+                                + "; ".join(why) + "; nothing was changed")
+        dt = self.open(namespace, name)
+        phys = self._fields(dt).get(column, ("", column))[1]
+        done = rewrite.rewrite_history(root, column, {column, phys}, list(values),
+                                       self._live_files(dt, root),
+                                       lambda point: self._hook(point, uri))
+        res = RewritePurgeResult(files_rewritten=done.files_rewritten,
+                                 log_files_rewritten=done.log_files_rewritten,
+                                 crc_files_removed=done.crc_files_removed,
+                                 versions=done.proof, resumed=done.resumed)
+        res.files_vacuumed = list(done.old_files_deleted)
+        names = logclean.read_names(logclean.storage(str(root), None),
+                                    logclean.list_log(logclean.storage(str(root), None)))
+        res.files_vacuumed += self._remove_leftovers(root, namespace, name, column, values,
+                                                     names, res)
+        res.version_after = self.open(namespace, name).version()
+        return res
+
+
+@dataclass
+class RewritePurgeResult(PurgeResult):
+    """A history rewrite: what it rewrote, and per retained version the proof (rows of
+    everyone else and their hash before and after, the subject's rows after)."""
+
+    files_rewritten: int = 0
+    log_files_rewritten: int = 0
+    crc_files_removed: int = 0
+    versions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    resumed: bool = False
+
+    def evidence(self) -> dict[str, Any]:
+        out = super().evidence()
+        checked = [v for v, e in self.versions.items() if e.get("readable")]
+        out.update(mode="rewrite-history", files_rewritten=self.files_rewritten,
+                   log_files_rewritten=self.log_files_rewritten,
+                   crc_files_removed=self.crc_files_removed,
+                   time_travel_lost_before_version=None,
+                   versions_checked=len(checked), versions=self.versions,
+                   resumed=self.resumed, notes=list(self.notes))
+        return out
 
 
 @dataclass
