@@ -361,3 +361,87 @@ def test_change_data_files_are_rewritten_too(tmp_path):
     changes = DeltaTable(path).load_cdf(starting_version=0).read_all()
     ids = changes.column("id").to_pylist()
     assert SUBJECT not in ids and 3 in ids and 5 in ids
+
+
+# ---- (E) the proof fails closed; other writers lose nothing ------------------------------------
+
+def test_a_rewrite_that_would_change_others_rows_is_rolled_back(tmp_path, monkeypatch):
+    """A broken rewrite (it also drops another person's row) fails the proof: the original
+    log files are restored, the new files deleted, and every version reads as before."""
+    path = str(tmp_path / "people")
+    build_table(path)
+    c = DeltaConnector(DeltaSettings(residue="rewrite-history"))
+    c.erase(NS, path, "id", [SUBJECT], tag="t1")
+    before = versions_of(path)
+    log_before = {p.name: p.read_bytes() for p in Path(path, "_delta_log").iterdir()
+                  if p.is_file()}
+    data_before = sorted(p.name for p in Path(path).glob("*.parquet"))
+    real = rewrite.write_without
+
+    def broken(old, new, names, values):
+        real(old, new, names, [*values, 13])          # also drops user 13's rows
+
+    monkeypatch.setattr(rewrite, "write_without", broken)
+    with pytest.raises(Exception, match="proof failed.*restored"):
+        c.purge(NS, path, "id", [SUBJECT], tag="t1")
+    assert {p.name: p.read_bytes() for p in Path(path, "_delta_log").iterdir()
+            if p.is_file()} == log_before
+    assert sorted(p.name for p in Path(path).glob("*.parquet")) == data_before
+    assert versions_of(path) == before
+    assert not Path(path, rewrite.JOURNAL_DIR).exists()
+
+    monkeypatch.setattr(rewrite, "write_without", real)
+    c.purge(NS, path, "id", [SUBJECT], tag="t1")         # the next run finishes it
+    for v, rows in before.items():
+        assert rows_at(path, v) == without_subject(rows), v
+    assert_no_subject_anywhere(path)
+
+
+@pytest.mark.parametrize("point", ["rewrite:tombstones", "rewrite:swapped", "rewrite:proved"])
+def test_an_append_during_the_rewrite_loses_nothing(tmp_path, point):
+    path = str(tmp_path / "people")
+    build_table(path)
+    before = versions_of(path)
+    fired = []
+
+    def other_writer(uri, *_):
+        if not fired:
+            fired.append(uri)
+            write_deltalake(uri, people([100, 101]), mode="append")
+
+    c = DeltaConnector(DeltaSettings(residue="rewrite-history"), hooks={point: other_writer})
+    c.erase(NS, path, "id", [SUBJECT], tag="t1")
+    c.purge(NS, path, "id", [SUBJECT], tag="t1")
+    assert fired
+    for v, rows in before.items():
+        assert rows_at(path, v) == without_subject(rows), v
+    latest = DeltaTable(path).to_pyarrow_table().column("id").to_pylist()
+    assert {100, 101} <= set(latest) and SUBJECT not in latest
+    assert_no_subject_anywhere(path)
+
+
+# ---- (F) a Spark-written table: partitions, change data feed ------------------------------------
+
+def test_spark_written_partitioned_cdf_table(tmp_path):
+    """cdf-table (Spark; partitioned by birthday; change data feed, writer version 4): the
+    subject's rows leave the data files and the change-data files of every version."""
+    path = copy_table(tmp_path, "cdf-table")
+    subject, needle = 3, "Dave"
+    before = versions_of(path)
+    assert physical_traces(path, {"id": subject}, [needle]), "precondition: subject present"
+    assert rewrite.unsupported(Path(path), "id") == []
+
+    c = DeltaConnector(DeltaSettings(residue="rewrite-history"))
+    c.erase(NS, path, "id", [subject], tag="t1")
+    res = c.purge(NS, path, "id", [subject], tag="t1")
+    ev = res.evidence()
+    assert ev["files_rewritten"] >= 1 and ev["versions_checked"] == len(before) + 1
+    for v, rows in before.items():
+        t_rows = rows_at(path, v)
+        # columns sorted: birthday, id, name
+        assert t_rows == [r for r in rows if r[1] != repr(subject)], v
+    assert physical_traces(path, {"id": subject}, [needle]) == []
+    assert c.count(NS, path, "id", [subject]).residue == {subject: []}
+    changes = DeltaTable(path).load_cdf(starting_version=0).read_all()
+    assert subject not in changes.column("id").to_pylist()
+    assert changes.num_rows > 0

@@ -581,6 +581,13 @@ def _transform_action(a: dict, phase: str, ctx: _Ctx) -> list[dict]:
 
 
 def _backup(root: Path, p: Path) -> None:
+    """Keep the original of a log file before its first change (a failed proof restores
+    it); its Hadoop checksum sidecar `.name.crc` (Spark's local file system) would no longer
+    match, so it is moved into the backup too."""
+    side = p.with_name(f".{p.name}.crc")
+    if side.exists():
+        _backup(root, side)
+        side.unlink()
     b = root / BACKUP_DIR / p.name
     if not b.exists():
         b.parent.mkdir(parents=True, exist_ok=True)
@@ -668,6 +675,7 @@ def _update_last_checkpoint(root: Path, version: int, table, size_bytes: int) ->
     if "numOfAddFiles" in meta and "add" in table.column_names:
         meta["numOfAddFiles"] = int(pc.sum(pc.is_valid(table.column("add"))).as_py() or 0)
     meta.pop("checksum", None)       # it covered the old content
+    _backup(root, last)
     _atomic_write(last, json.dumps(meta, separators=(",", ":")).encode("utf-8"))
 
 
@@ -766,6 +774,7 @@ def rewrite_history(root: Path, column: str, names: set[str], values: Sequence[A
         # are optional, and their sizes (or file lists) would no longer be true
         for crc in list_log(root).crcs.values():
             if ctx.mapping or ctx.key_in_crc(crc):
+                _backup(root, crc)           # a failed proof puts it back
                 crc.unlink(missing_ok=True)
                 res.crc_files_removed += 1
         res.log_files_rewritten += _log_phase(root, "tombstones", ctx)
