@@ -445,3 +445,44 @@ def test_spark_written_partitioned_cdf_table(tmp_path):
     changes = DeltaTable(path).load_cdf(starting_version=0).read_all()
     assert subject not in changes.column("id").to_pylist()
     assert changes.num_rows > 0
+
+
+@pytest.mark.parametrize("point", ["rewrite:tombstones", "rewrite:proved"])
+def test_the_runner_resumes_a_rewrite_killed_mid_way(tmp_path, point):
+    """The whole run: the process dies inside the rewrite; the request stays running, the
+    next run finishes it, and the ledger records one completed purge step with the proof."""
+    from connectors.base import ConnectorRegistry
+    from erasure.config import load_config
+    from erasure.engine import Engine
+    from erasure.execution import Runner
+    from erasure.requests import load_state, submit
+
+    path = str(tmp_path / "people")
+    build_table(path)
+    before = versions_of(path)
+    cfg = write_config(tmp_path, path, "id")
+    conf = load_config(cfg)
+    eng = Engine(conf)
+    rid = submit(eng.ledger, eng.keys, "42", "test", None)
+    eng.close()
+
+    def die(uri, *_):
+        raise Crash(point)
+
+    crashing = Engine(conf, registry=ConnectorRegistry(
+        [DeltaConnector(conf.section("delta"), hooks={point: die})]))
+    with pytest.raises(Crash):
+        Runner(crashing).run([rid])
+    assert load_state(crashing.ledger, rid).status == "running"
+    crashing.close()
+
+    eng = Engine(conf, registry=ConnectorRegistry([DeltaConnector(conf.section("delta"))]))
+    [out] = Runner(eng).run([rid])
+    eng.close()
+    assert out.status == "completed", (out.errors, out.notes)
+    for v, rows in before.items():
+        assert rows_at(path, v) == without_subject(rows), v
+    assert_no_subject_anywhere(path)
+    [purge] = ledger_steps(cfg, rid, "purge")
+    assert purge["resumed"] is True
+    assert all(purge["versions"][str(v)]["same_other_rows"] for v in range(9))
