@@ -70,7 +70,10 @@ def run_sweep(engine: Engine, fix: bool = False) -> SweepResult:
     res = SweepResult(datetime.now(timezone.utc).isoformat(timespec="seconds"))
     # what the sweep needs of each finished request, in the order they were submitted, not
     # its whole state (100,000 folded states with their plans would hold gigabytes)
-    done = finished(ledger)
+    # governance's facts of each request (identities, reason, day) only when a policy or a
+    # hold may use them
+    active = engine.policy is not None or bool(engine.holds().holds)
+    done = finished(ledger, with_facts=active)
     res.requests_checked = len(done)
     if not done:
         res.seconds = time.perf_counter() - t0
@@ -92,7 +95,8 @@ def run_sweep(engine: Engine, fix: bool = False) -> SweepResult:
     raw = {hm: texts[sts[0].request_id] for hm, sts in by_subject.items()}
     # a legal hold on all of a subject's data: not swept, never re-erased; a hold on part of
     # it, and the policy's exemptions and deferrals, leave those datasets out of its sweep
-    gov = engine.governance([_facts_state(sts[0]) for sts in by_subject.values()])
+    gov = engine.governance([_facts_state(sts[0]) for sts in by_subject.values()]
+                            if active else ())
     for hm in list(raw):
         ids = [h.hold_id for h in gov.holds_on(hm) if h.covers_everything()]
         if ids:

@@ -701,3 +701,25 @@ def test_a_hold_on_a_user_id_holds_a_request_by_email_the_crm_maps_to_it(crm_lak
     assert res["requests"][0]["status"] == "completed", (res, err)
     left = set(read_table(str(events)).column("uid").to_pylist())
     assert not left & {42, 43} and {7, 8, 420} <= left
+
+
+def test_a_sweep_leaves_alone_a_subject_held_by_an_id_its_request_derived(crm_lake, capsys):
+    """A request by e-mail erased user ids 42 and 43 (the CRM's mapping). A hold is then
+    placed on user id 42 and the subject's rows come back: `sweep --fix` lists the request as
+    held and re-erases nothing (the sweep matches holds by the ids the plan derived)."""
+    from test_identities import cli
+
+    tmp, cfg, crm_t, events, clean = crm_lake
+    _, sub, err = cli(cfg, capsys, "request", "submit", "--identity", "email=alice@example.com")
+    code, res, err = cli(cfg, capsys, "run", sub["request_id"])
+    assert res["requests"][0]["status"] == "completed", (res, err)
+    code, hold, err = cli(cfg, capsys, "hold", "add", "--identity", "user_id=42", "--reason",
+                          "Case 2026-203")
+    assert code == 0, err
+    write_deltalake(events, pa.table({"uid": pa.array([42], pa.int64()), "n": [99]}),
+                    mode="append")
+    code, sw, err = cli(cfg, capsys, "sweep", "--fix")
+    assert code == 0, (sw, err)
+    assert [h["request_id"] for h in sw["held"]] == [sub["request_id"]]
+    assert sw["findings"] == [] and sw["fixed"] == []
+    assert 42 in read_table(str(events)).column("uid").to_pylist()
