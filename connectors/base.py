@@ -241,6 +241,17 @@ class Purges(Protocol):
 
 
 @runtime_checkable
+class PurgesAgainstPlan(Protocol):
+    """A purge that checks the table against facts its own count put in the plan
+    (`TargetCount.details` for a key value, recorded in `Target.details`): the runner passes
+    the planned details of the target; the connector decides what they prove (Delta's
+    rewrite-history: each version's rows of everyone else, unchanged since the dry run)."""
+
+    def purge_planned(self, namespace: str, name: str, column: str, values: Sequence[Any],
+                      tag: str, planned: dict[str, Any]) -> PurgeResult: ...
+
+
+@runtime_checkable
 class FindsKeyVariants(Protocol):
     """Lists the spellings a string key column holds of normalized identities (an identity
     type with `normalize`, erasure/identity.py): `Alice@Example.COM` and ` alice@example.com `

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, cast
 
 from connectors.base import (EraseResult, ErasesInTransaction, ProvenanceAware,
-                             ProvenanceContext, Purges,
+                             ProvenanceContext, Purges, PurgesAgainstPlan,
                              TracesAttempts, Versioned, VerifiesItself, count_target)
 
 from .config import PURGE_MODES
@@ -476,7 +476,13 @@ class Runner:
             "target": t.key, "requests": [m.request_id for m in pending], "batch": self.batch,
             "history": conn.history(t.namespace, t.name)})
         self._record_all("step.started", pending, "purge", tag=self.batch)
-        res = conn.purge(t.namespace, t.name, t.column, flat(pending), self.batch)
+        if isinstance(conn, PurgesAgainstPlan):
+            # what the dry run recorded of the target (the connector's facts, no key)
+            planned = next((m.target.details for m in pending if m.target.details), {})
+            res = conn.purge_planned(t.namespace, t.name, t.column, flat(pending), self.batch,
+                                     planned)
+        else:
+            res = conn.purge(t.namespace, t.name, t.column, flat(pending), self.batch)
         self._record_all("step.completed", pending, "purge", tag=self.batch, **res.evidence())
 
     def _verify(self, conn: Connector, members: list[Member], phase: str = "verify") -> None:

@@ -183,6 +183,9 @@ def test_rewrite_history_erases_every_version_and_keeps_everyone_elses(tmp_path,
         assert e["hash_other_before"] == planned[str(v)]["hash"], v
         assert e["rows_other_before"] == planned[str(v)]["rows"], v
     assert EMAIL not in json.dumps(purge)
+    # and checked against the dry run before anything was rewritten: every version it saw
+    assert purge["rewrite_history_plan_check"] == {"versions_compared": 9, "versions_gone": [],
+                                                   "differ": []}, purge
     [verify] = ledger_steps(cfg, rid, "verify")
     assert verify["result"] == "ok" and verify["residue"] == [], verify
 
@@ -486,3 +489,42 @@ def test_the_runner_resumes_a_rewrite_killed_mid_way(tmp_path, point):
     [purge] = ledger_steps(cfg, rid, "purge")
     assert purge["resumed"] is True
     assert all(purge["versions"][str(v)]["same_other_rows"] for v in range(9))
+
+
+def test_history_changed_since_the_dry_run_stops_the_rewrite_before_anything_changes(
+        tmp_path):
+    """The dry run's per-version digests are the reference: an old data file changed after
+    the plan (someone rewrote version 1's file in place) stops the rewrite with exit 5;
+    no file and no log entry is touched."""
+    from erasure.errors import ErasureFailed
+
+    path = str(tmp_path / "people")
+    build_table(path)
+    c = DeltaConnector(DeltaSettings(residue="rewrite-history"))
+    planned = rewrite.digests(Path(path), "id", [SUBJECT])
+    c.erase("file", path, "id", [SUBJECT], "run-test")
+    v0 = set(DeltaTable(path, version=0).file_uris())
+    [f1] = [u for u in DeltaTable(path, version=1).file_uris() if u not in v0]
+    f1 = f1[len("file://"):] if f1.startswith("file://") else f1
+    # version 1 no longer adds its file: what a rewrite of the log after the plan (another
+    # tool's "repair") would leave; versions 1 to 4 now read other rows than the plan saw
+    commit = Path(path, "_delta_log", "00000000000000000001.json")
+    name = Path(f1).name
+    commit.write_text("".join(line + "\n" for line in commit.read_text().splitlines()
+                              if not ('"add"' in line and name in line)))
+    log_before = {p.name: p.read_bytes() for p in Path(path, "_delta_log").iterdir()
+                  if p.is_file()}
+    files_before = sorted(str(p) for p in Path(path).rglob("*.parquet"))
+    with pytest.raises(ErasureFailed) as err:
+        c.purge_planned("file", path, "id", [SUBJECT], "run-test",
+                        {"rewrite_history_versions": planned, "rewrite_history_keys": "1"})
+    assert "differ from what the dry run recorded" in str(err.value)
+    assert "version(s) 1, 2, 3, 4 differ" in str(err.value), str(err.value)
+    assert {p.name: p.read_bytes() for p in Path(path, "_delta_log").iterdir()
+            if p.is_file()} == log_before
+    assert sorted(str(p) for p in Path(path).rglob("*.parquet")) == files_before
+    assert not Path(path, rewrite.JOURNAL_DIR).exists()
+    # the same call with another key count (a smaller batch) is not compared with the plan
+    res = c.purge_planned("file", path, "id", [SUBJECT], "run-test",
+                          {"rewrite_history_versions": planned, "rewrite_history_keys": "2"})
+    assert "rewrite_history_plan_check" not in res.evidence()

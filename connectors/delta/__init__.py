@@ -465,7 +465,10 @@ class DeltaConnector:
                 assert root is not None
                 per_version = rewrite.digests(root, column, values)
                 for v in holding:
-                    details[v] = {"rewrite_history_versions": per_version}
+                    # how many keys the digests leave out (text: a count per subject, not
+                    # summed over a subject's several spellings as plan details' ints are)
+                    details[v] = {"rewrite_history_versions": per_version,
+                                  "rewrite_history_keys": str(len(values))}
         if sc is None and self.local_path(namespace, name) is None:
             not_verified.append(
                 f"object store: objects under {self.uri(namespace, name)} were not listed, so "
@@ -800,7 +803,7 @@ class DeltaConnector:
         from deltalake import CommitProperties
 
         if self.settings.residue == "rewrite-history":
-            return self._rewrite_history(namespace, name, column, values)
+            return self._rewrite_history(namespace, name, column, values, None)
         uri = self.table_uri(namespace, name)
         root = self.local_path(namespace, name)
         res = PurgeResult() if root else StorePurgeResult(object_store=uri)
@@ -854,8 +857,24 @@ class DeltaConnector:
         res.version_after = self.open(namespace, name).version()
         return res
 
+    def purge_planned(self, namespace: str, name: str, column: str, values: Sequence[Any],
+                      tag: str, planned: dict[str, Any]) -> PurgeResult:
+        """`purge`, given what the dry run recorded (`Target.details`): in rewrite-history
+        mode the per-version digests of everyone else's rows, checked before anything is
+        rewritten (PurgesAgainstPlan)."""
+        if self.settings.residue == "rewrite-history":
+            # the digests leave out the rows of the keys counted with them: comparable only
+            # when the purge removes the same keys (a request that failed on the way makes
+            # the batch smaller; the proof before and after the rewrite still holds then)
+            same_keys = planned.get("rewrite_history_keys") == str(len(values))
+            return self._rewrite_history(namespace, name, column, values,
+                                         planned.get("rewrite_history_versions")
+                                         if same_keys else None)
+        return self.purge(namespace, name, column, values, tag)
+
     def _rewrite_history(self, namespace: str, name: str, column: str,
-                         values: Sequence[Any]) -> PurgeResult:
+                         values: Sequence[Any],
+                         planned: dict[str, dict] | None) -> PurgeResult:
         """`[delta] residue = "rewrite-history"` (rewrite.py): the subject's rows out of every
         retained version; then the leftover rule of the purge for files no commit names."""
         uri = self.table_uri(namespace, name)
@@ -868,11 +887,12 @@ class DeltaConnector:
         phys = self._fields(dt).get(column, ("", column))[1]
         done = rewrite.rewrite_history(root, column, {column, phys}, list(values),
                                        self._live_files(dt, root),
-                                       lambda point: self._hook(point, uri))
+                                       lambda point: self._hook(point, uri), planned)
         res = RewritePurgeResult(files_rewritten=done.files_rewritten,
                                  log_files_rewritten=done.log_files_rewritten,
                                  crc_files_removed=done.crc_files_removed,
-                                 versions=done.proof, resumed=done.resumed)
+                                 versions=done.proof, resumed=done.resumed,
+                                 plan_check=done.plan_check)
         res.files_vacuumed = list(done.old_files_deleted)
         names = logclean.read_names(logclean.storage(str(root), None),
                                     logclean.list_log(logclean.storage(str(root), None)))
@@ -892,9 +912,12 @@ class RewritePurgeResult(PurgeResult):
     crc_files_removed: int = 0
     versions: dict[str, dict[str, Any]] = field(default_factory=dict)
     resumed: bool = False
+    plan_check: dict[str, Any] = field(default_factory=dict)
 
     def evidence(self) -> dict[str, Any]:
         out = super().evidence()
+        if self.plan_check:
+            out["rewrite_history_plan_check"] = self.plan_check
         checked = [v for v, e in self.versions.items() if e.get("readable")]
         out.update(mode="rewrite-history", files_rewritten=self.files_rewritten,
                    log_files_rewritten=self.log_files_rewritten,

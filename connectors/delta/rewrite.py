@@ -464,6 +464,9 @@ class Rewrite:
     old_files_deleted: list[str] = field(default_factory=list)   # relative paths
     proof: dict[str, dict] = field(default_factory=dict)
     resumed: bool = False
+    # the dry run's digests against those before the rewrite (`against_plan`); empty when
+    # the plan held none, or the rewrite resumed after the check
+    plan_check: dict[str, Any] = field(default_factory=dict)
 
 
 class _Ctx:
@@ -731,12 +734,31 @@ def _restore(root: Path, ctx: _Ctx) -> None:
     shutil.rmtree(root / JOURNAL_DIR, ignore_errors=True)
 
 
+def against_plan(planned: dict[str, dict], before: dict[str, dict]) -> dict[str, Any]:
+    """The dry run's per-version digests (`planned`, taken when the request was planned)
+    against those taken just before the rewrite: every version the plan saw must hold the
+    same rows of everyone else (the erase only adds a version). Versions the log no longer
+    holds (its own cleanup) are named; a version that differs is a problem."""
+    out: dict[str, Any] = {"versions_compared": 0, "versions_gone": [], "differ": []}
+    for v, p in sorted(planned.items(), key=lambda x: int(x[0])):
+        b = before.get(v)
+        if b is None or not b.get("readable", True):
+            out["versions_gone"].append(int(v))
+            continue
+        out["versions_compared"] += 1
+        if (p.get("rows"), p.get("hash")) != (b.get("rows"), b.get("hash")):
+            out["differ"].append(int(v))
+    return out
+
+
 def rewrite_history(root: Path, column: str, names: set[str], values: Sequence[Any],
-                    live: set[str], hook: Callable[[str], None] = lambda point: None
-                    ) -> Rewrite:
+                    live: set[str], hook: Callable[[str], None] = lambda point: None,
+                    planned: dict[str, dict] | None = None) -> Rewrite:
     """Remove the rows holding `values` from every file the log names (see the module
     docstring for the phases). `live`: the latest version's data files, relative paths; none
-    may hold a key (the erase MERGE comes first)."""
+    may hold a key (the erase MERGE comes first). `planned`: the dry run's per-version
+    digests (`digests`, from the plan); the versions it saw must be unchanged before
+    anything is rewritten (ErasureFailed otherwise, nothing changed)."""
     res = Rewrite()
     journal = load_journal(root)
     if journal is not None:
@@ -747,6 +769,14 @@ def rewrite_history(root: Path, column: str, names: set[str], values: Sequence[A
             raise ErasureFailed("rewrite-history cannot be applied: " + "; ".join(reasons)
                                 + "; nothing was changed")
         before = digests(root, column, values)
+        if planned:
+            res.plan_check = against_plan(planned, before)
+            if res.plan_check["differ"]:
+                raise ErasureFailed(
+                    "rewrite-history: the rows of other people in version(s) "
+                    f"{', '.join(map(str, res.plan_check['differ'][:5]))} differ from what the "
+                    "dry run recorded (the table's history changed since the plan); nothing "
+                    "was rewritten. Re-plan with `erasure run --replan`")
         holders = _holders(root, names, values)
         still_live = sorted(rel for rel in holders.values() if rel in live)
         if still_live:
