@@ -30,6 +30,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from pydantic import BaseModel, Field, field_validator
@@ -38,7 +39,7 @@ from erasure.config import SECTION, Text, refuse
 from erasure.errors import ConflictRetriesExhausted, ErasureFailed
 
 from .base import Capabilities, ConnectorPlugin, ConnectorRegistry, EraseResult, Presentation
-from .delta import DeltaConnector
+from .delta import DeltaConnector, RewritePurgeResult, rewrite
 from .delta.config import DeltaSettings
 
 if TYPE_CHECKING:
@@ -108,6 +109,10 @@ class SparkDeltaConnector(DeltaConnector):
         self.spark_settings = spark
         self._session: Any = None
         self._views = 0
+        # rewrite-history with Spark as the second reader: per version, what Spark read
+        # when the rewrite was planned, and its check against deltalake's digests
+        self._spark_before: dict[str, dict] | None = None
+        self._spark_proof: dict[str, dict] | None = None
 
     # ---- which tables -----------------------------------------------------------------
     def handles(self, namespace: str, name: str) -> bool:
@@ -264,6 +269,155 @@ class SparkDeltaConnector(DeltaConnector):
             for h in self._commits_of(namespace, name, marker(tag)):
                 total += int((h.get("operationMetrics") or {}).get("numTargetRowsDeleted", 0) or 0)
         return total
+
+
+    # ---- rewrite-history: every retained version read through Spark as well ----------
+    def _rewrite_point(self, point: str, namespace: str, name: str, column: str,
+                       values: Sequence[Any]) -> None:
+        """The history rewrite's proof with Spark (`connectors/delta/rewrite.py` proves it
+        with deltalake): when the rewrite is planned, every version the journal will compare
+        is read through Spark once (which versions Spark can read at all); once the log names
+        the new files (`rewrite:dropped`, before deltalake's proof and before any old file
+        is deleted; `rewrite:proved` on a run resumed after that proof), every version is read
+        through Spark again and its rows of everyone else must be those deltalake read before
+        the rewrite (count and hash), with no row of the subject. A mismatch, or a version
+        Spark read before and cannot read now, restores the original log (as deltalake's
+        proof does) and fails the step. A version Spark could not read before the rewrite
+        either is recorded "not verified with Spark: <why>", never as checked."""
+        root = self.local_path(namespace, name)
+        if root is not None:
+            if point == "rewrite:planned":
+                self._spark_proof = None
+                self._spark_before = self._spark_digests(root, column, values)
+            elif point in ("rewrite:dropped", "rewrite:proved") and self._spark_proof is None:
+                self._spark_proof = self._spark_check(root, column, values)
+        super()._rewrite_point(point, namespace, name, column, values)
+
+    def _spark_digests(self, root: Path, column: str, values: Sequence[Any]) -> dict[str, dict]:
+        journal = rewrite.load_journal(root) or {}
+        return {v: self._spark_digest(root, int(v), column, values)
+                for v in sorted(journal.get("before") or {}, key=int)}
+
+    def _spark_digest(self, root: Path, version: int, column: str,
+                      values: Sequence[Any]) -> dict[str, Any]:
+        """`rewrite.version_digest` with Spark as the reader: the version read by time travel
+        (`spark.read.format("delta").option("versionAsOf", v).load(path)`), fetched as Arrow,
+        cast to the types deltalake gives the same version, then the same count and
+        order-independent hash of everyone else's rows."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        from deltalake import DeltaTable
+
+        from .delta.residue import _value_array
+        from .keymatch import comparable, key_mask
+
+        try:
+            df = (self.session().read.format("delta").option("versionAsOf", version)
+                  .load(str(root)))
+            t = df.toArrow()
+        except ErasureFailed as exc:
+            return {"readable": False, "why": str(exc)}
+        except Exception as exc:
+            return {"readable": False, "why": _spark_why(exc)}
+        try:
+            schema = pa.schema(DeltaTable(str(root), version=version).schema().to_arrow())
+            t = t.select(schema.names).cast(schema)
+        except Exception as exc:
+            return {"readable": False, "why": "Spark's rows do not have the columns and types "
+                                              f"deltalake reads ({type(exc).__name__})"}
+        arr = comparable(t.column(column).combine_chunks())
+        hit = pc.fill_null(key_mask(arr, _value_array(list(values), arr.type)), False)
+        others = t.filter(pc.invert(hit))
+        return {"readable": True, "rows": others.num_rows,
+                "hash": f"{rewrite._row_digest(others.to_pylist()):064x}",
+                "subject_rows": t.num_rows - others.num_rows}
+
+    def _spark_check(self, root: Path, column: str, values: Sequence[Any]) -> dict[str, dict]:
+        """Per version of the journal: what Spark reads now against what deltalake read
+        before the rewrite. Fails the step (original log restored) on a mismatch."""
+        journal = rewrite.load_journal(root) or {}
+        before: dict[str, dict] = journal.get("before") or {}
+        earlier = self._spark_before or {}
+        out: dict[str, dict] = {}
+        bad: list[str] = []
+        for v in sorted(before, key=int):
+            b, now = before[v], self._spark_digest(root, int(v), column, values)
+            e: dict[str, Any] = {}
+            if not b.get("readable"):
+                e["spark"] = ("not verified with Spark: deltalake could not read this version "
+                              "before the rewrite, so there is nothing to compare")
+            elif now.get("readable"):
+                e.update(rows_other_spark=now["rows"], hash_other_spark=now["hash"],
+                         subject_rows_spark=now["subject_rows"])
+                same = (now["rows"], now["hash"]) == (b.get("rows"), b.get("hash"))
+                e["same_other_rows_spark"] = same
+                e["spark"] = "checked"
+                if not same:
+                    bad.append(f"version {v}: Spark reads other rows than deltalake read "
+                               "before the rewrite")
+                if now["subject_rows"]:
+                    bad.append(f"version {v}: Spark still reads {now['subject_rows']} subject "
+                               "rows")
+            elif earlier.get(v, {}).get("readable"):
+                e["spark"] = f"Spark no longer reads this version ({now.get('why')})"
+                bad.append(f"version {v} no longer reads with Spark")
+            else:
+                e["spark"] = f"not verified with Spark: {now.get('why')}"
+            out[v] = e
+        if bad:
+            from urllib.parse import unquote
+
+            why = "rewrite-history proof with Spark failed (" + "; ".join(bad[:3]) + "); "
+            if all((root / unquote(o)).is_file() for o in journal.get("mapping") or {}):
+                rewrite._restore(root, rewrite._Ctx(root, journal, {column}, values))
+                raise ErasureFailed(why + "the original log files were restored and the new "
+                                    "files deleted")
+            # a run resumed after old files were deleted: the original log would name files
+            # that are gone, so it is not restored; the journal stays and the step fails
+            raise ErasureFailed(why + "old files were already deleted, so the rewritten log "
+                                "stays; the journal is kept")
+        return out
+
+    def _rewrite_history(self, namespace: str, name: str, column: str,
+                         values: Sequence[Any], planned: dict[str, dict] | None):
+        """Delta's history rewrite, with each version's evidence saying which readers checked
+        it: `readers: {"deltalake": "checked", "spark": "checked" | "not verified with Spark:
+        <why>"}` and Spark's count and hash of everyone else's rows."""
+        self._spark_proof = self._spark_before = None
+        res = super()._rewrite_history(namespace, name, column, values, planned)
+        proof = self._spark_proof
+        if isinstance(res, RewritePurgeResult):
+            unverified = 0
+            for v, e in res.versions.items():
+                spark = proof.get(v) if proof is not None else None
+                if spark is None:
+                    spark = {"spark": ("not verified with Spark: the Spark check did not run "
+                                       "for this version" if proof is not None else
+                                       "not verified with Spark: the rewrite did not reach "
+                                       "the Spark check in this run")}
+                    if e.get("written_since"):
+                        spark = {"spark": "not compared: committed during the rewrite"}
+                e.update({k: x for k, x in spark.items() if k != "spark"})
+                e["readers"] = {"deltalake": "checked" if e.get("readable") else "unreadable",
+                                "spark": spark["spark"]}
+                if str(spark["spark"]).startswith("not verified"):
+                    unverified += 1
+            if unverified:
+                res.notes.append(f"{unverified} version(s) not verified with Spark (each "
+                                 "version's readers.spark says why); deltalake checked them")
+        return res
+
+
+def _spark_why(exc: Exception) -> str:
+    """Why Spark could not read a version, without echoing its message (which may hold
+    data): the exception's class, Spark's error class, and a known cause when recognised."""
+    cls = getattr(exc, "getErrorClass", lambda: None)()
+    why = f"{type(exc).__name__}{', ' + cls if cls else ''}"
+    if "Missing commit file" in str(exc):
+        why += ("; the server cannot load a version older than the checkpoint "
+                "_last_checkpoint names (Sail 0.7.2 replays such a version from version 0 "
+                "and stops at the first commit: 'Missing commit file')")
+    return why
 
 
 def _build(config: Config, registry: ConnectorRegistry) -> SparkDeltaConnector | None:

@@ -872,12 +872,19 @@ class DeltaConnector:
                                          if same_keys else None)
         return self.purge(namespace, name, column, values, tag)
 
+    def _rewrite_point(self, point: str, namespace: str, name: str, column: str,
+                       values: Sequence[Any]) -> None:
+        """Called at each point of a history rewrite (`rewrite:planned` ... `rewrite:old_deleted`,
+        rewrite.py). A subclass that reads the table through another engine (Spark) checks
+        every version there; the default only runs the test hooks."""
+        self._hook(point, self.uri(namespace, name))
+
     def _rewrite_history(self, namespace: str, name: str, column: str,
                          values: Sequence[Any],
                          planned: dict[str, dict] | None) -> PurgeResult:
         """`[delta] residue = "rewrite-history"` (rewrite.py): the subject's rows out of every
         retained version; then the leftover rule of the purge for files no commit names."""
-        uri = self.table_uri(namespace, name)
+        self.table_uri(namespace, name)          # UnknownDatasetError for no table
         root = self.local_path(namespace, name)
         why = self.rewrite_refusals(namespace, name, column)
         if root is None or why:
@@ -887,7 +894,9 @@ class DeltaConnector:
         phys = self._fields(dt).get(column, ("", column))[1]
         done = rewrite.rewrite_history(root, column, {column, phys}, list(values),
                                        self._live_files(dt, root),
-                                       lambda point: self._hook(point, uri), planned)
+                                       lambda point: self._rewrite_point(point, namespace, name,
+                                                                         column, values),
+                                       planned)
         res = RewritePurgeResult(files_rewritten=done.files_rewritten,
                                  log_files_rewritten=done.log_files_rewritten,
                                  crc_files_removed=done.crc_files_removed,

@@ -63,6 +63,10 @@ class FeastConnector:
 
     def __init__(self, repos: Sequence[Path]):
         self.repos = [FeastRepo(Path(r)) for r in repos]
+        # per view target (repo namespace, view): what its source dataset's connector says
+        # remains after erasure (`residue_after`: its mode), recorded when targets are
+        # derived; the plan's note on materialize follows it (`source_note`)
+        self._source_residue: dict[tuple[str, str], dict[str, Any]] = {}
 
     # ---- identity -------------------------------------------------------------------
     def repo_for(self, namespace: str) -> FeastRepo:
@@ -88,8 +92,10 @@ class FeastConnector:
         from erasure.planning import ResolvedTarget
 
         keyed: dict[DatasetId, list[str]] = {}
+        feeders: dict[DatasetId, Any] = {}
         for t in dataset_targets:
             keyed.setdefault(graph.canonical((t.namespace, t.name)), []).append(t.column)
+            feeders.setdefault(graph.canonical((t.namespace, t.name)), t)
         unresolved_ids = {graph.canonical((u["namespace"], u["name"])) for u in unresolved}
         targets, more_unresolved, untouched = [], [], []
         for repo in self.repos:
@@ -117,6 +123,7 @@ class FeastConnector:
                             f"online store type {repo.online_type!r} is not supported "
                             f"(supported: {', '.join(SUPPORTED_ONLINE)}); erase it by hand")})
                         continue
+                    self._source_residue[(repo.namespace, v.name)] = _residue_of(feeders[src])
                     for jk in jks:
                         typ = v.join_key_types.get(jk)
                         if typ is None:
@@ -153,10 +160,7 @@ class FeastConnector:
         served = repo.served(v, column, values) if with_residue else {}
         said: dict[str, Any] = {}       # what the plan says of every value alike
         if v.source and v.source[0] == "file" and (Path(v.source[1]) / "_delta_log").is_dir():
-            said["note"] = (
-                "Delta source: the purge ends with a log checkpoint, a Parquet file that "
-                "Feast's file offline store reads as data, so later materializations of this "
-                "view fail (they cannot restore the subject); see docs/connectors/feast.md")
+            said["note"] = source_note(self._source_residue.get((namespace, name)))
         if not_data:
             said["warning"] = (
                 "Feast's file offline store (Dask read_parquet) reads every *.parquet file "
@@ -210,6 +214,51 @@ class FeastConnector:
                           "(RDB/AOF) keep old values until they are rewritten")}.get(
             repo.online_type, "unsupported online store")
         return {"mode": "delete", "remains": [], "until": None, "note": note}
+
+
+def _residue_of(target: Any) -> dict[str, Any]:
+    """What the source dataset's connector says remains after erasure, in its configured
+    mode (`residue_after`); empty when it cannot say."""
+    try:
+        out = target.connector.residue_after(target.namespace, target.name)
+    except Exception:      # a source it cannot open now: the note stays generic
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
+def source_note(residue: dict[str, Any] | None) -> str:
+    """The plan's note on `feast materialize` for a view whose source is a Delta folder,
+    by the residue mode the source is erased in. Feast's file offline store reads every
+    *.parquet below the folder as data, a log checkpoint included: a mode that writes a
+    checkpoint (purge) breaks materialize for the view; modes that write none
+    (rewrite-history, keep-history) do not."""
+    mode = (residue or {}).get("mode")
+    if mode == "purge":
+        return ("Delta source erased in purge mode: the purge ends with a log checkpoint, a "
+                "Parquet file that Feast's file offline store reads as data, so `feast "
+                "materialize` of this view fails after the erasure (it cannot restore the "
+                "subject, but the feature pipeline stops). [delta] residue = "
+                "\"rewrite-history\" writes no checkpoint and keeps materialize working "
+                "(keep-history writes none either, but fails this view's verification); see "
+                "docs/connectors/feast.md")
+    if mode == "rewrite-history":
+        return ("Delta source erased in rewrite-history mode: the subject's rows leave every "
+                "file Feast reads and no checkpoint is written, so `feast materialize` of "
+                "this view keeps working and cannot restore the subject (purge mode would "
+                "break it with its checkpoint)")
+    if mode == "keep-history":
+        refused = (residue or {}).get("rewrite_refused")
+        return (("rewrite-history cannot be applied to the Delta source, which is left as "
+                 "keep-history leaves it: " if refused else
+                 "Delta source erased in keep-history mode: ")
+                + "no checkpoint is written, so `feast materialize` keeps running, but the "
+                "old files Feast reads keep the subject's rows and a materialize would "
+                "restore them; this view fails verification (use rewrite-history, or purge, "
+                "which breaks materialize with its checkpoint)")
+    return ("Delta source: a purge ends with a log checkpoint, a Parquet file that Feast's "
+            "file offline store reads as data, so later materializations of this view fail "
+            "(they cannot restore the subject); rewrite-history writes no checkpoint; see "
+            "docs/connectors/feast.md")
 
 
 def _build(config: Config, registry: ConnectorRegistry) -> FeastConnector | None:
