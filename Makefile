@@ -35,6 +35,7 @@ test: $(STAMP) system-deps
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[all,test,demo,bench]'
 	$(BIN)/python bench/bench_delta_erasure.py
+	$(BIN)/python bench/bench_rewrite_history.py
 	$(BIN)/python bench/bench_feast_online.py
 	$(BIN)/python bench/bench_mlflow_impact.py
 	$(BIN)/python bench/bench_sweep.py
