@@ -329,7 +329,7 @@ class SparkDeltaConnector(DeltaConnector):
         hit = pc.fill_null(key_mask(arr, _value_array(list(values), arr.type)), False)
         others = t.filter(pc.invert(hit))
         return {"readable": True, "rows": others.num_rows,
-                "hash": f"{rewrite._row_digest(others.to_pylist()):064x}",
+                "hash": rewrite.table_digest(others),
                 "subject_rows": t.num_rows - others.num_rows}
 
     def _spark_check(self, root: Path, column: str, values: Sequence[Any]) -> dict[str, dict]:

@@ -231,17 +231,58 @@ def unsupported(root: Path | None, column: str | None = None) -> list[str]:
 
 
 # ---- the proof: per version, the others' rows --------------------------------------------
-def _row_digest(rows: list[dict]) -> int:
-    total = 0
-    for r in rows:
-        enc = json.dumps(r, sort_keys=True, separators=(",", ":"), default=repr)
-        total += int.from_bytes(hashlib.sha256(enc.encode("utf-8")).digest(), "big")
-    return total % (1 << 256)
+def _as_binary(col: Any) -> Any:
+    """A column's values as binary text, the same for the same values whatever the physical
+    type (string or large_string, int32 or int64 holding the same numbers): Arrow's cast to
+    string, or each value's repr where Arrow cannot cast (lists, structs)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
+        return pc.cast(arr, pa.binary())
+    try:
+        text = pc.cast(arr, pa.string())
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+        text = pa.array([None if v is None else repr(v) for v in arr.to_pylist()], pa.string())
+    return pc.cast(text, pa.binary())
+
+
+def table_digest(t: Any) -> str:
+    """An order-independent digest of a table's rows (hex SHA-256): each row's values as
+    text (`_as_binary`, columns by name, a null as a NUL byte), the rows sorted by Arrow,
+    then one SHA-256 over every row's length and bytes. The same rows in any order, file
+    layout or physical type give the same digest; one changed value, row or row count
+    another. Computed in Arrow, not per Python row (bench/bench_rewrite_history.py: the
+    proof reads every retained version three times)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    h = hashlib.sha256(f"rows:{t.num_rows};cols:{','.join(sorted(t.column_names))};"
+                       .encode())
+    if t.num_rows == 0:
+        return h.hexdigest()
+    cols = [_as_binary(t.column(c)) for c in sorted(t.column_names)]
+    rows = (pc.binary_join_element_wise(*cols, b"\x1f", null_handling="replace",
+                                        null_replacement=b"\x00")
+            if len(cols) > 1 else pc.fill_null(cols[0], b"\x00"))
+    rows = pc.take(rows, pc.sort_indices(rows))
+    if isinstance(rows, pa.ChunkedArray):
+        rows = rows.combine_chunks()
+    lengths = pc.binary_length(rows).to_numpy(zero_copy_only=False).astype(np.int64)
+    h.update(lengths.tobytes())
+    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32,
+                            count=len(rows) + 1 + rows.offset)[rows.offset:]
+    data = rows.buffers()[2]
+    if data is not None:
+        h.update(memoryview(data)[int(offsets[0]):int(offsets[-1])])
+    return h.hexdigest()
 
 
 def version_digest(root: Path, version: int, column: str, values: Sequence[Any]) -> dict:
-    """Rows of everyone else in `version` (count and order-independent hash: the sum of the
-    SHA-256 of each row's canonical JSON, mod 2^256) and the subject's rows there."""
+    """Rows of everyone else in `version` (count and order-independent hash: `table_digest`)
+    and the subject's rows there."""
     import pyarrow as pa
     import pyarrow.compute as pc
     from deltalake import DeltaTable
@@ -256,7 +297,7 @@ def version_digest(root: Path, version: int, column: str, values: Sequence[Any])
     hit = pc.fill_null(key_mask(arr, _value_array(list(values), arr.type)), False)
     others = t.filter(pc.invert(hit))
     return {"readable": True, "rows": others.num_rows,
-            "hash": f"{_row_digest(others.to_pylist()):064x}",
+            "hash": table_digest(others),
             "subject_rows": t.num_rows - others.num_rows}
 
 
