@@ -528,3 +528,34 @@ def test_history_changed_since_the_dry_run_stops_the_rewrite_before_anything_cha
     res = c.purge_planned("file", path, "id", [SUBJECT], "run-test",
                           {"rewrite_history_versions": planned, "rewrite_history_keys": "2"})
     assert "rewrite_history_plan_check" not in res.evidence()
+
+
+def test_the_proofs_digest_ignores_order_layout_and_physical_types_and_nothing_else():
+    """`rewrite.table_digest`: the same rows in another order, chunking or physical type
+    (int32 for int64, large_string for string: what another reader may give) digest the same;
+    one value, one row, a null for a value, or a column's name changed digest otherwise."""
+    import random
+
+    rows = 5000
+    t = pa.table({"id": pa.array(range(rows), pa.int64()),
+                  "email": [f"user{i}@example.org" for i in range(rows)],
+                  "score": pa.array([i / 7 for i in range(rows)]),
+                  "tags": pa.array([[i, i + 1] for i in range(rows)]),
+                  "blob": pa.array([bytes([i % 256]) for i in range(rows)])})
+    d = rewrite.table_digest(t)
+    order = list(range(rows))
+    random.Random(3).shuffle(order)
+    shuffled = t.take(order)
+    assert rewrite.table_digest(shuffled) == d
+    assert rewrite.table_digest(pa.concat_tables([shuffled.slice(0, 100),
+                                                  shuffled.slice(100)])) == d
+    wider = t.cast(pa.schema([("id", pa.int32()), ("email", pa.large_string()),
+                              ("score", pa.float64()), ("tags", pa.list_(pa.int64())),
+                              ("blob", pa.large_binary())]))
+    assert rewrite.table_digest(wider) == d
+    changed = t.set_column(1, "email", pa.array(
+        [f"user{i}@example.org" if i != 17 else "user17@example.com" for i in range(rows)]))
+    nulled = t.set_column(2, "score", pa.array([None if i == 5 else i / 7 for i in range(rows)]))
+    renamed = t.rename_columns(["id", "mail", "score", "tags", "blob"])
+    for other in (changed, nulled, renamed, t.slice(1), pa.concat_tables([t, t.slice(0, 1)])):
+        assert rewrite.table_digest(other) != d

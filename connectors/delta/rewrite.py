@@ -240,12 +240,12 @@ def _as_binary(col: Any) -> Any:
 
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
-        return pc.cast(arr, pa.binary())
+        return pc.cast(arr, pa.large_binary())
     try:
         text = pc.cast(arr, pa.string())
     except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
         text = pa.array([None if v is None else repr(v) for v in arr.to_pylist()], pa.string())
-    return pc.cast(text, pa.binary())
+    return pc.cast(text, pa.large_binary())      # 64-bit offsets: a version may pass 2 GB
 
 
 def table_digest(t: Any) -> str:
@@ -255,7 +255,6 @@ def table_digest(t: Any) -> str:
     layout or physical type give the same digest; one changed value, row or row count
     another. Computed in Arrow, not per Python row (bench/bench_rewrite_history.py: the
     proof reads every retained version three times)."""
-    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -264,19 +263,21 @@ def table_digest(t: Any) -> str:
     if t.num_rows == 0:
         return h.hexdigest()
     cols = [_as_binary(t.column(c)) for c in sorted(t.column_names)]
-    rows = (pc.binary_join_element_wise(*cols, b"\x1f", null_handling="replace",
-                                        null_replacement=b"\x00")
-            if len(cols) > 1 else pc.fill_null(cols[0], b"\x00"))
+    rows = (pc.binary_join_element_wise(*cols, pa.scalar(b"\x1f", pa.large_binary()),
+                                        null_handling="replace", null_replacement="\x00")
+            if len(cols) > 1 else pc.fill_null(cols[0], pa.scalar(b"\x00", pa.large_binary())))
     rows = pc.take(rows, pc.sort_indices(rows))
     if isinstance(rows, pa.ChunkedArray):
         rows = rows.combine_chunks()
-    lengths = pc.binary_length(rows).to_numpy(zero_copy_only=False).astype(np.int64)
-    h.update(lengths.tobytes())
-    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32,
-                            count=len(rows) + 1 + rows.offset)[rows.offset:]
+    # every row's length (int64, from a fresh array: no offset), then the bytes of all rows
+    # in order
+    lengths = pc.cast(pc.binary_length(rows), pa.int64())
+    h.update(memoryview(lengths.buffers()[1])[:8 * len(lengths)])
+    offsets = memoryview(rows.buffers()[1]).cast("q")      # int64 offsets of the rows
+    first, last = offsets[rows.offset], offsets[rows.offset + len(rows)]
     data = rows.buffers()[2]
     if data is not None:
-        h.update(memoryview(data)[int(offsets[0]):int(offsets[-1])])
+        h.update(memoryview(data)[first:last])
     return h.hexdigest()
 
 
