@@ -199,7 +199,9 @@ def unsupported(root: Path | None, column: str | None = None) -> list[str]:
                 r, w = proto.get("minReaderVersion", 1), proto.get("minWriterVersion", 2)
                 feats = sorted(set(proto.get("readerFeatures") or [])
                                | set(proto.get("writerFeatures") or []))
-                if r > MAX_READER or w > MAX_WRITER or feats:
+                # column mapping in name mode is reader 2 / writer 5, without table features
+                cm = r == 2 and w == 5 and not feats
+                if (r > MAX_READER or w > MAX_WRITER or feats) and not cm:
                     reasons.append(
                         f"protocol reader {r} / writer {w}"
                         + (f" with table features {', '.join(feats)}" if feats else "")
@@ -210,8 +212,9 @@ def unsupported(root: Path | None, column: str | None = None) -> list[str]:
                 conf = meta.get("configuration") or {}
                 if isinstance(conf, list):
                     conf = dict(conf)
-                if conf.get("delta.columnMapping.mode", "none") != "none":
-                    reasons.append("column mapping is enabled")
+                if conf.get("delta.columnMapping.mode", "none") not in ("none", "name"):
+                    reasons.append("column mapping in id mode is enabled (name mode is "
+                                   "handled: files hold the physical names)")
                 if str(conf.get("delta.enableDeletionVectors", "false")).lower() == "true":
                     reasons.append("deletion vectors are enabled")
                 partitions.update(meta.get("partitionColumns") or [])
@@ -290,10 +293,22 @@ def version_digest(root: Path, version: int, column: str, values: Sequence[Any])
 
     from ..keymatch import comparable, key_mask
 
+    from deltalake import QueryBuilder
+
+    from ..keymatch import arrow_table
+
     try:
-        t = pa.table(DeltaTable(str(root), version=version).to_pyarrow_table())
+        # through DataFusion, not to_pyarrow_table: it maps column-mapped physical names to
+        # the table's columns (to_pyarrow_table reads them as nulls) and honours deletion
+        # vectors
+        t = arrow_table(QueryBuilder().register("t", DeltaTable(str(root), version=version))
+                        .execute("SELECT * FROM t").read_all())
     except Exception as exc:      # a version whose files were vacuumed cannot be read
         return {"readable": False, "why": type(exc).__name__}
+    # DataFusion's view types as the plain ones pyarrow's filter takes
+    t = t.cast(pa.schema([pa.field(f.name, pa.string() if pa.types.is_string_view(f.type)
+                                   else pa.binary() if pa.types.is_binary_view(f.type)
+                                   else f.type, f.nullable) for f in t.schema]))
     arr = comparable(t.column(column).combine_chunks())
     hit = pc.fill_null(key_mask(arr, _value_array(list(values), arr.type)), False)
     others = t.filter(pc.invert(hit))
