@@ -14,14 +14,12 @@ tampering test works on a copy of the report or of the lake.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import re
 import shutil
 import subprocess
 import tempfile
-import uuid
 from pathlib import Path
 
 import pytest
@@ -87,34 +85,18 @@ def _section(text: str, title: str, next_title: str) -> str:
 
 
 def _policy_hash(folder: Path) -> str:
-    lines = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  "
-                    f"{p.relative_to(folder).as_posix()}\n"
-                    for p in sorted(folder.rglob("*.rego")))
-    return "sha256:" + hashlib.sha256(lines.encode()).hexdigest()
+    from test_governance import policy_hash
+
+    return policy_hash(folder)
 
 
 def _tag_export_finance(lake: Lake) -> str:
-    """The catalog's event tagging the export `finance` (see tests/test_governance.py);
-    the export's dataset name."""
-    for line in lake.events.read_text().splitlines():
-        event = json.loads(line)
-        for d in event.get("outputs", []):
-            if d["name"].endswith(EXPORT_SUFFIX):
-                namespace, name, producer = d["namespace"], d["name"], event["producer"]
-    event = {
-        "eventTime": "2026-11-02T09:00:00.000Z", "eventType": "COMPLETE", "producer": producer,
-        "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent",
-        "run": {"runId": str(uuid.uuid4()), "facets": {}},
-        "job": {"namespace": "data-catalog", "name": "classify_datasets", "facets": {}},
-        "inputs": [],
-        "outputs": [{"namespace": namespace, "name": name, "facets": {"tags": {
-            "_producer": producer,
-            "_schemaURL": "https://openlineage.io/spec/facets/1-0-0/TagsDatasetFacet.json"
-                          "#/$defs/TagsDatasetFacet",
-            "tags": [{"key": "finance", "value": "true", "source": "catalog"}]}}}],
-    }
-    (lake.events.parent / "catalog.jsonl").write_text(json.dumps(event) + "\n")
-    return name
+    """The catalog's event tagging the export `finance` (tests/test_governance.py's
+    `catalog_tags`); the export's dataset name."""
+    from test_governance import catalog_tags, export_dataset
+
+    catalog_tags(lake, "finance")
+    return export_dataset(lake)[1]
 
 
 def _verify(lake: Lake, pdf: Path) -> tuple[int, dict]:
