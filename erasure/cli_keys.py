@@ -12,6 +12,8 @@ from .cli import _emit, _engine, app
 def shred(older_than: int = typer.Option(..., "--older-than", min=0, metavar="DAYS",
                                          help="Destroy the day keys whose day ended at least "
                                          "DAYS days ago (0: every day before today)"),
+          dry_run: bool = typer.Option(False, "--dry-run", help="Say which day keys and "
+                                       "requests would be shredded; destroy and record nothing"),
           as_json: bool = typer.Option(False, "--json")):
     """Crypto-shred sealed subject ids: destroy the Vault Transit day keys they were sealed
     under, for days whose requests are all finished (completed, not_found, rejected).
@@ -28,13 +30,15 @@ def shred(older_than: int = typer.Option(..., "--older-than", min=0, metavar="DA
     keys = eng.keys
     if not isinstance(keys, VaultKeys):      # provider "vault" always gives VaultKeys
         raise ConfigError("crypto-shredding needs the subject keys in Vault; nothing was changed")
-    out = shred_days(eng.ledger, keys, older_than)
+    out = shred_days(eng.ledger, keys, older_than, dry_run=dry_run)
 
     def human(o):
-        typer.echo(f"shredded {len(o['shredded'])} day key(s) ({o['requests']} request(s)); "
-                   f"days up to {o['last_day']}")
+        verb = "would shred" if o["dry_run"] else "shredded"
+        typer.echo(f"{verb} {len(o['shredded'])} day key(s) ({o['requests']} request(s)); "
+                   f"days up to {o['last_day']}" + (" (dry run: nothing changed)"
+                                                   if o["dry_run"] else ""))
         for k in o["shredded"]:
-            typer.echo(f"  shredded {k}")
+            typer.echo(f"  {verb} {k}")
         for s in o["skipped"]:
             typer.echo(f"  skipped  {s['key']}: {s['reason']}")
     _emit(out, as_json, human)

@@ -489,14 +489,16 @@ def shredded_request_ids(ledger: Any) -> set[str]:
     return out
 
 
-def shred(ledger: Any, keys: VaultKeys, older_than: int, today: dt.date | None = None) -> dict:
+def shred(ledger: Any, keys: VaultKeys, older_than: int, today: dt.date | None = None,
+          dry_run: bool = False) -> dict:
     """Destroy the day keys whose day ended at least `older_than` days ago (day <= today -
     older_than - 1: `0` is every day before today; today's key, still sealing, never) and
     whose sealed ids all belong to finished requests (completed, not_found or rejected);
     forget those sealed rows; record one `subjects.shredded` entry. Days blocked by a request
     that is not finished are skipped, with the reason. Holds the ledger's run lock, and does
     its reading, destroying and recording inside one ledger transaction, so no submit or run
-    seals or reads under a day key while it goes."""
+    seals or reads under a day key while it goes. `dry_run`: the same choice of days,
+    said and not done (no key destroyed, no row forgotten, nothing recorded)."""
     from .requests import load_states
 
     if older_than < 0:
@@ -526,19 +528,20 @@ def shred(ledger: Any, keys: VaultKeys, older_than: int, today: dt.date | None =
                 skipped.append({"key": key, "reason": f"{len(blocking)} request(s) sealed that "
                                 f"day are not finished: {shown}{more}"})
                 continue
-            try:
-                keys.destroy_day_key(key)
-            except ConfigError as exc:
-                skipped.append({"key": key, "reason": str(exc)})
-                continue
+            if not dry_run:
+                try:
+                    keys.destroy_day_key(key)
+                except ConfigError as exc:
+                    skipped.append({"key": key, "reason": str(exc)})
+                    continue
             shredded.append(key)
             forget.extend(names)
             requests.update(rids)
-        if forget:
+        if forget and not dry_run:
             ledger.forget_sealed(forget)
-        if shredded or skipped:
+        if (shredded or skipped) and not dry_run:
             ledger.append(None, SHREDDED_KIND, {
                 "keys": shredded, "requests": sorted(requests), "older_than_days": older_than,
                 "skipped": skipped})
     return {"shredded": shredded, "requests": len(requests), "skipped": skipped,
-            "older_than_days": older_than, "last_day": last}
+            "older_than_days": older_than, "last_day": last, "dry_run": dry_run}

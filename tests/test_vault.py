@@ -353,9 +353,17 @@ def test_shred_destroys_finished_days_and_skips_open_ones(env, bao, tmp_path, ca
     assert code == 0 and out["shredded"] == [] and out["skipped"] == []
     assert len(_ledger_rows(lake, "SELECT seq FROM entries")) == n_entries
 
+    # the dry run names what would go, and changes nothing
+    code, out = lake.cli_json(capsys, "shred", "--older-than", "0", "--dry-run")
+    assert code == 0 and out["dry_run"] and out["shredded"] == [key_a], out
+    assert [x["key"] for x in out["skipped"]] == [key_b]
+    assert bao.client.secrets.transit.read_key(key_a)["data"]["name"] == key_a
+    assert dict(_ledger_rows(lake, "SELECT request_id, sealed FROM sealed_subjects")) == before
+    assert len(_ledger_rows(lake, "SELECT seq FROM entries")) == n_entries
+
     code, out = lake.cli_json(capsys, "shred", "--older-than", "0")
     assert code == 0, lake.last_err
-    assert out["shredded"] == [key_a] and out["requests"] == 1
+    assert out["shredded"] == [key_a] and out["requests"] == 1 and not out["dry_run"]
     assert [x["key"] for x in out["skipped"]] == [key_b]
     assert rb in out["skipped"][0]["reason"] and "not finished" in out["skipped"][0]["reason"]
     assert SUBJECT not in json.dumps(out) + lake.last_err
